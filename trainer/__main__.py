@@ -1,0 +1,39 @@
+"""`python -m trainer {prep,config,train,report,install}`.
+
+Each command module registers its own subparser; user errors print one sentence and exit
+non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from vidstyle.errors import VidstyleError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import commands, prep
+
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep.register(sub)
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except VidstyleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Atomic file writes: temp file in the same folder, fsync, then rename.
+
+A crash at any moment leaves either the old file or the new one, never a partial file
+under the final name. Disk-full and permission errors become one clear OutputError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputError
+
+
+def _explain(exc: OSError, path: Path) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"The disk is full while writing {path}; free some space and resume the job.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"Cannot write {path}: permission denied; choose a folder you can write to.")
+    return OutputError(f"Cannot write {path}: {exc.strerror or exc}.")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temp path next to `final`; on success rename it over `final`.
+
+    The temp name keeps the final suffix so libraries that pick a format from the
+    extension (PyAV, Pillow) still work.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.stem}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise _explain(exc, final) from exc
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _explain(exc, final) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(final: str | os.PathLike[str], text: str) -> None:
+    write_bytes(final, text.encode("utf-8"))
