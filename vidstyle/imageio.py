@@ -1,0 +1,97 @@
+"""Fast image files for the job folder: PNG frames (with WebUI-style text chunks) and source stills.
+
+Arrays are RGB uint8 HxWx3 everywhere in the engine. OpenCV encodes/decodes PNG several
+times faster than Pillow, so it does the pixel work; Pillow is used only when a PNG must
+carry tEXt chunks (the WebUI's PNG Info tab reads the `parameters` chunk). Every write is
+atomic (vidstyle.atomic), so a crash never leaves a half-written frame under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+import cv2
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from .atomic import atomic_path, write_bytes
+from .errors import MediaError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Extensions read as still images (source frame folders, encode inputs).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Accept gray, RGB or RGBA uint8 and return contiguous RGB HxWx3 (alpha is dropped)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG bytes of an RGB array (no text chunks)."""
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(as_rgb(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+    if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays, which as_rgb rejects
+        raise ValueError("OpenCV could not encode the image as PNG")
+    return buffer.tobytes()
+
+
+def write_png(
+    path: PathLike, rgb: np.ndarray, text: Optional[Mapping[str, str]] = None, compress_level: int = 1
+) -> None:
+    """Write an RGB array as PNG atomically; `text` becomes tEXt chunks (e.g. {"parameters": ...}).
+
+    compress_level 1 keeps writes fast (zlib level; frames are temporary working files).
+    """
+    if not text:
+        write_bytes(path, encode_png(rgb, compress_level))
+        return
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(str(key), str(value))
+    image = Image.fromarray(as_rgb(rgb), mode="RGB")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info, compress_level=compress_level)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read a PNG/JPG/WebP/BMP file as RGB uint8 (EXIF orientation applied, alpha dropped)."""
+    path = Path(path)
+    try:
+        # np.fromfile + imdecode instead of imread: works with non-ASCII paths on every OS.
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise MediaError(f"Image {path} does not exist; check the path.") from None
+    except OSError as exc:
+        raise MediaError(f"Cannot read image {path}: {exc.strerror or exc}.") from None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise MediaError(f"{path} is not a readable image (corrupt or not PNG/JPG); replace or remove it.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_png(path: PathLike) -> np.ndarray:
+    """Read a PNG (or any still image) as RGB uint8 HxWx3."""
+    return read_image(path)
+
+
+def png_text(path: PathLike) -> Dict[str, str]:
+    """The tEXt/iTXt/zTXt chunks of a PNG as a dict (empty when it has none)."""
+    try:
+        with Image.open(path) as image:
+            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
+    except FileNotFoundError:
+        raise MediaError(f"Image {path} does not exist; check the path.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise MediaError(f"{path} is not a readable PNG ({exc}); replace or remove it.") from None
+
