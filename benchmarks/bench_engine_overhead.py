@@ -36,7 +36,7 @@ def main() -> None:
             t1 = time.perf_counter()
             render_pending(job, PassthroughBackend(job.spec))
             t2 = time.perf_counter()
-            encode_video(_frame_paths(job, "out"), job.result_path, fps=job.fps, crf=18, **_audio_args(job))
+            encode_video(_frame_paths(job, "out"), job.result_path, fps=job.fps, crf=18, preset=job.spec.encode.preset, **_audio_args(job))
             t3 = time.perf_counter()
             from vidstyle.outputs import write_outputs
 

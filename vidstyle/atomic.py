@@ -25,11 +25,13 @@ def _explain(exc: OSError, path: Path) -> OutputError:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike[str], suffix: str | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path next to `final`; on success rename it over `final`.
 
     The temp name keeps the final suffix so libraries that pick a format from the
-    extension (PyAV, Pillow) still work.
+    extension (PyAV, Pillow) still work. `durable` fsyncs before the rename (survives a
+    power loss); working frames skip it, since the rename alone is crash-safe for the
+    process and a frame lost to a power cut is simply rendered again.
     """
     final = Path(final)
     try:
@@ -43,8 +45,9 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -54,8 +57,8 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
         raise
 
 
-def write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(final) as tmp:
+def write_bytes(final: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
+    with atomic_path(final, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 

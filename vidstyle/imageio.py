@@ -47,20 +47,26 @@ def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 def write_png(
-    path: PathLike, rgb: np.ndarray, text: Optional[Mapping[str, str]] = None, compress_level: int = 1
+    path: PathLike,
+    rgb: np.ndarray,
+    text: Optional[Mapping[str, str]] = None,
+    compress_level: int = 1,
+    durable: bool = False,
 ) -> None:
     """Write an RGB array as PNG atomically; `text` becomes tEXt chunks (e.g. {"parameters": ...}).
 
     compress_level 1 keeps writes fast (zlib level; frames are temporary working files).
+    Frames skip fsync by default: the atomic rename already makes them crash-safe for the
+    process, and a frame lost to a power cut is rendered again; pass durable=True for results.
     """
     if not text:
-        write_bytes(path, encode_png(rgb, compress_level))
+        write_bytes(path, encode_png(rgb, compress_level), durable=durable)
         return
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_text(str(key), str(value))
-    image = Image.fromarray(as_rgb(rgb), mode="RGB")
-    with atomic_path(path) as tmp:
+    image = Image.fromarray(as_rgb(rgb))  # RGB from the array's shape (`mode=` is deprecated in Pillow 11)
+    with atomic_path(path, durable=durable) as tmp:
         image.save(tmp, format="PNG", pnginfo=info, compress_level=compress_level)
 
 

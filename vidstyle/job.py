@@ -14,11 +14,12 @@ One process works on a job at a time (an advisory lock on JOB/.lock).
 
 from __future__ import annotations
 
-import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from . import atomic
 from .control import canny_map
@@ -160,26 +161,50 @@ def prepare(job: Job, on_progress: Optional[PrepareCallback] = None, should_stop
     job.ledger.set_meta("fps", spec.encode.fps or selection.fps)
     job.ledger.set_meta("selection", {"start": selection.start_time, "end": selection.end_time})
     total = getattr(selection, "frame_count", None)
-    rows = []
-    count = 0
-    for frame in iter_frames(source, spec.source, info=info):
-        if should_stop():
-            break
-        _write_prepared_frame(job, frame.index, frame.image)
-        rows.append((frame.index, frame.source_index, frame.time))
-        count += 1
-        if len(rows) >= 64:
-            job.ledger.add_frames(rows)
-            rows = []
-        if on_progress:
-            on_progress(count, total)
-    job.ledger.add_frames(rows)
+    count = _write_selection(job, iter_frames(source, spec.source, info=info), total, on_progress, should_stop)
     if should_stop():
         return count
     if count == 0:
         raise MediaError(f"The selection of {source} holds no frames; widen the time or frame range.")
     job.ledger.set_meta("prepared", True)
     job.ledger.set_meta("frame_count", count)
+    return count
+
+
+def _write_selection(
+    job: Job, frames: Iterable[Any], total: Optional[int], on_progress: Optional[PrepareCallback], should_stop: Callable[[], bool]
+) -> int:
+    """Fit, canny and PNG-encode on two threads while the main thread decodes.
+
+    OpenCV releases the GIL, so this uses both cores; at most a few frames are in flight,
+    so memory does not grow with the video's length.
+    """
+    rows: List[Tuple[int, int, float]] = []
+    pending: Deque[Tuple[Future, Tuple[int, int, float]]] = deque()
+    count = 0
+
+    def settle(limit: int) -> None:
+        nonlocal count, rows
+        while len(pending) > limit:
+            future, row = pending.popleft()
+            future.result()
+            rows.append(row)
+            count += 1
+            if len(rows) >= 64:
+                job.ledger.add_frames(rows)
+                rows = []
+            if on_progress:
+                on_progress(count, total)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidstyle-prepare") as pool:
+        for frame in frames:
+            if should_stop():
+                break
+            future = pool.submit(_write_prepared_frame, job, frame.index, frame.image)
+            pending.append((future, (frame.index, frame.source_index, frame.time)))
+            settle(limit=4)
+        settle(limit=0)
+    job.ledger.add_frames(rows)
     return count
 
 
@@ -205,5 +230,4 @@ def job_summary(job: Job) -> Dict[str, Any]:
         "result": str(job.result_path) if job.result_path.exists() else None,
         "compare": str(job.compare_path) if job.compare_path.exists() else None,
         "source": job.spec.source.path,
-        "pid": os.getpid(),
     }

@@ -111,8 +111,9 @@ def write_outputs(job: Job, on_event: Optional[Callable[[Any], None]] = None) ->
     if counts["done"] != job.ledger.frame_count():
         raise JobStateError(f"{counts['pending'] + counts['failed']} frames are not rendered yet; resume the job first.")
     audio = _audio_args(job)
-    result = encode_video(_frame_paths(job, "out"), job.result_path, fps=job.fps, crf=job.spec.encode.crf, **audio)
-    encode_video(_side_by_side(job), job.compare_path, fps=job.fps, crf=job.spec.encode.crf, **audio)
+    quality = {"crf": job.spec.encode.crf, "preset": job.spec.encode.preset}
+    result = encode_video(_frame_paths(job, "out"), job.result_path, fps=job.fps, **quality, **audio)
+    encode_video(_side_by_side(job), job.compare_path, fps=job.fps, **quality, **audio)
     if audio["audio_from"] is None:
         note = "none in the source" if job.spec.encode.keep_audio else "left out (keep_audio = false)"
     else:

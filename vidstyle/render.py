@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from PIL import Image
 
 from .backends import create_backend
-from .backends.base import Backend, Img2ImgRequest, Img2ImgResult
-from .errors import BackendError, Cancelled, JobStateError, SpecError, VidstyleError
+from .backends.base import Backend, Img2ImgRequest
+from .errors import BackendError, Cancelled, JobStateError, SpecError
 from .imageio import write_png
 from .infotext import build_parameters
 from .job import Job, prepare
@@ -124,20 +124,35 @@ def build_request(job: Job, row: FrameRow, spec: JobSpec) -> Img2ImgRequest:
     )
 
 
-def _render_one(backend: Backend, request: Img2ImgRequest) -> Tuple[Img2ImgResult, float]:
-    started = time.perf_counter()
-    result = backend.img2img(request)
-    return result, (time.perf_counter() - started) * 1000.0
+@dataclass
+class _Rendered:
+    seed: int
+    render_ms: float
+    info: Dict[str, Any]
 
 
-def _store(job: Job, row: FrameRow, spec: JobSpec, request: Img2ImgRequest, result: Img2ImgResult, ms: float, backend: Backend) -> None:
+def _render_one(job: Job, row: FrameRow, spec: JobSpec, backend: Backend, slots: threading.Semaphore) -> _Rendered:
+    """Worker thread: read inputs, call the backend, write the output PNG.
+
+    File I/O happens here so it overlaps with other frames; only the ledger update (which
+    makes the frame count as done) happens on the main thread, after the file is in place.
+    """
+    request = build_request(job, row, spec)
+    with slots:  # never more backend calls in flight than the backend allows
+        started = time.perf_counter()
+        result = backend.img2img(request)
+        render_ms = (time.perf_counter() - started) * 1000.0
     image = result.image.convert("RGB")
     if image.size != (spec.size.width, spec.size.height):
         image = image.resize((spec.size.width, spec.size.height), Image.LANCZOS)
     parameters = result.info.get("parameters") or build_parameters(spec, request.seed, row.idx)
     write_png(job.out_path(row.idx), np.asarray(image), text={"parameters": str(parameters)})
     info = {k: v for k, v in result.info.items() if k != "parameters"}
-    job.ledger.mark_done(row.idx, request.seed, backend.name, ms, info)
+    return _Rendered(seed=request.seed, render_ms=render_ms, info=info)
+
+
+def _mark(job: Job, row: FrameRow, rendered: _Rendered, backend: Backend) -> None:
+    job.ledger.mark_done(row.idx, rendered.seed, backend.name, rendered.render_ms, rendered.info)
 
 
 def render_pending(
@@ -157,25 +172,26 @@ def render_pending(
     specs: Dict[str, JobSpec] = {}
     retries: Dict[int, int] = {}
     queue = list(reversed(todo))
-    inflight: Dict[Future, Tuple[FrameRow, JobSpec, Img2ImgRequest]] = {}
+    inflight: Dict[Future, FrameRow] = {}
     started = time.monotonic()
     workers = max(1, int(getattr(backend, "concurrency", 1)))
+    slots = threading.Semaphore(workers)
     on_event(RenderEvent("stage", "render", done=done, total=total, message=f"{len(todo)} frames to render"))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vidstyle-frame")
+    # One thread more than backend slots, so reading and writing PNGs overlaps the backend call.
+    pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="vidstyle-frame")
     try:
         while queue or inflight:
             if cancel.cancelled:
                 raise Cancelled("Render cancelled; the job is saved and `vidstyle resume` continues it.")
-            while queue and len(inflight) < workers * 2:
+            while queue and len(inflight) < workers + 2:
                 row = job.ledger.frame(queue.pop())
                 spec = frame_spec(job, row.overrides, specs)
-                request = build_request(job, row, spec)
-                inflight[pool.submit(_render_one, backend, request)] = (row, spec, request)
+                inflight[pool.submit(_render_one, job, row, spec, backend, slots)] = row
             finished, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
             for future in finished:
-                row, spec, request = inflight.pop(future)
+                row = inflight.pop(future)
                 try:
-                    result, ms = future.result()
+                    rendered = future.result()
                 except Cancelled:
                     raise
                 except BackendError as exc:
@@ -188,7 +204,7 @@ def render_pending(
                     summary.failed[row.idx] = str(exc)
                     on_event(RenderEvent("failed", "render", done, total, row.idx, message=str(exc)))
                     continue
-                _store(job, row, spec, request, result, ms, backend)
+                _mark(job, row, rendered, backend)
                 done += 1
                 summary.rendered += 1
                 rate.tick()
@@ -210,19 +226,16 @@ def render_pending(
     return summary
 
 
-def _drain(inflight: Dict[Future, Tuple[FrameRow, JobSpec, Img2ImgRequest]], job: Job, backend: Backend) -> None:
+def _drain(inflight: Dict[Future, FrameRow], job: Job, backend: Backend) -> None:
     """Keep frames that finished while we were stopping; never lose finished work."""
-    for future, (row, spec, request) in list(inflight.items()):
+    for future, row in list(inflight.items()):
         if future.cancel():
             continue
         try:
-            result, ms = future.result(timeout=60)
+            rendered = future.result(timeout=60)
         except BaseException:
             continue
-        try:
-            _store(job, row, spec, request, result, ms, backend)
-        except VidstyleError:
-            continue
+        _mark(job, row, rendered, backend)
 
 
 def parse_frame_list(text: str, frame_count: int) -> List[int]:

@@ -145,6 +145,9 @@ class BackendSpec(SpecModel):
 
 class EncodeSpec(SpecModel):
     crf: int = Field(18, ge=0, le=51, description="H.264 quality (lower is better; 18 looks lossless).")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = Field(
+        "veryfast", description="x264 speed preset: at a given CRF, slower presets only make the file smaller."
+    )
     fps: Optional[float] = Field(None, gt=0, le=240, description="Output fps (default: the selection's fps).")
     keep_audio: bool = Field(True, description="Copy the source audio (trimmed to the selection) into result.mp4.")
 

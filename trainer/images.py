@@ -1,0 +1,227 @@
+"""Open one image file safely and measure it.
+
+Everything here works on bytes already read into memory (so the file is read once, and its
+SHA-256 and pixels come from the same bytes) and returns plain numpy arrays: upright (EXIF
+orientation applied), RGB, alpha flattened on a background colour. Bad files raise
+`ImageRejected` with a short reason code and a sentence for prep.json, never a bare error.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# MPO is how Pillow names multi-picture JPEGs from cameras; they are JPEGs to everyone else.
+PIL_FORMATS = ["PNG", "JPEG", "MPO", "WEBP", "BMP"]
+EXIF_ORIENTATION = 0x0112
+# Orientations 5-8 swap width and height.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+RGB = Tuple[int, int, int]
+
+
+class ImageRejected(Exception):
+    """A file that cannot become a training image; `code` goes into prep.json's counts."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Header:
+    """What the file says about itself before any pixel is decoded."""
+
+    format: str
+    width: int  # upright, i.e. after EXIF orientation
+    height: int
+    orientation: int
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # H x W x 3 uint8, upright, alpha flattened
+    header: Header
+    had_alpha: bool  # some pixel was not fully opaque
+
+    @property
+    def decoded_scale(self) -> float:
+        """Decoded width / full width: below 1 when a JPEG was decoded at reduced size."""
+        return self.rgb.shape[1] / self.header.width
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageRejected("empty", "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit; our max_pixels check right after gives the
+            # clearer reason, and Pillow's hard limit (2x) still raises the error below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_large", f"decompression-bomb sized image refused by Pillow ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejected("not_image", "not a PNG, JPEG, WebP or BMP image Pillow can read") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejected("corrupt", f"corrupt image header ({exc})") from exc
+
+
+def read_header(image: Image.Image) -> Header:
+    try:
+        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a broken EXIF block must not cost the picture
+        orientation = 1
+    width, height = image.size
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return Header(format=str(image.format), width=width, height=height, orientation=orientation)
+
+
+def open_image(data: bytes, max_pixels: int) -> Tuple[Image.Image, Header]:
+    """Open lazily (header only) and refuse images above `max_pixels` before decoding them."""
+    image = _open(data)
+    header = read_header(image)
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise ImageRejected(
+            "too_large",
+            f"{header.width}x{header.height} is {pixels / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit "
+            "(--max-pixels)",
+        )
+    return image, header
+
+
+def decode_image(image: Image.Image, header: Header, background: RGB, min_decode_scale: float = 1.0) -> LoadedImage:
+    """Decode upright and flattened.
+
+    `min_decode_scale` < 1 lets a JPEG decode at a reduced size (libjpeg's DCT scaling) when
+    the caller will downscale at least that much anyway; it never goes below what is asked.
+    """
+    try:
+        if header.format in ("JPEG", "MPO") and min_decode_scale < 0.5:
+            stored_w, stored_h = image.size
+            image.draft("RGB", (math.ceil(stored_w * min_decode_scale), math.ceil(stored_h * min_decode_scale)))
+        image.load()
+        upright = ImageOps.exif_transpose(image) if header.orientation != 1 else image
+        rgb, had_alpha = _flatten(upright, background)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_large", f"decompression-bomb sized image refused by Pillow ({exc})") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageRejected("corrupt", f"corrupt or truncated image data ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageRejected("too_large", "not enough memory to decode this image") from exc
+    return LoadedImage(rgb=np.ascontiguousarray(rgb), header=header, had_alpha=had_alpha)
+
+
+def load_image(data: bytes, background: RGB, max_pixels: int, min_decode_scale: float = 1.0) -> LoadedImage:
+    image, header = open_image(data, max_pixels)
+    return decode_image(image, header, background, min_decode_scale)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit greyscale (16-bit PNGs) -> 8-bit; Pillow's convert('L') would clip instead."""
+    array = np.asarray(image)
+    peak = float(array.max()) if array.size else 0.0
+    if peak > 255:
+        array = array.astype(np.float64) * (255.0 / (65535.0 if peak <= 65535 else peak))
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
+
+
+def _flatten(image: Image.Image, background: RGB) -> Tuple[np.ndarray, bool]:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8bit(image)
+    has_alpha_channel = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if not has_alpha_channel:
+        return np.asarray(image.convert("RGB")), False
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return np.asarray(rgba.convert("RGB")), False
+    canvas = Image.new("RGB", rgba.size, background)
+    canvas.paste(rgba.convert("RGB"), mask=alpha)
+    return np.asarray(canvas), True
+
+
+# ----------------------------------------------------------------------------------- measures
+
+
+def resize_to_area(rgb: np.ndarray, max_area: int) -> np.ndarray:
+    """Downscale (never up) so width*height <= max_area, keeping the aspect ratio."""
+    height, width = rgb.shape[:2]
+    if width * height <= max_area:
+        return rgb
+    scale = math.sqrt(max_area / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    if max(width, height) <= long_side:
+        return image
+    scale = long_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """Variance of the Laplacian: low when there are no crisp edges (blur)."""
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+@dataclass(frozen=True)
+class ColourMeasure:
+    chroma_p99: float  # 99th percentile of CIELAB chroma: ~0 for greyscale
+    hue_spread: float  # degrees; small when every coloured pixel has the same hue (sepia, tinted)
+
+
+def colour_measure(rgb: np.ndarray) -> ColourMeasure:
+    small = resize_long_side(rgb, 128)
+    lab = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2LAB).astype(np.float32)
+    a = lab[..., 1] - 128.0
+    b = lab[..., 2] - 128.0
+    chroma = np.hypot(a, b)
+    p99 = float(np.percentile(chroma, 99))
+    coloured = chroma > 6.0
+    if coloured.sum() < 0.01 * chroma.size:
+        return ColourMeasure(chroma_p99=p99, hue_spread=0.0)
+    # Chroma-weighted circular spread of hue: sqrt(-2 ln R) is the circular standard deviation.
+    weights = chroma[coloured]
+    angles = np.arctan2(b[coloured], a[coloured])
+    resultant = np.hypot((weights * np.cos(angles)).sum(), (weights * np.sin(angles)).sum()) / weights.sum()
+    spread = math.degrees(math.sqrt(max(0.0, -2.0 * math.log(max(resultant, 1e-12)))))
+    return ColourMeasure(chroma_p99=p99, hue_spread=spread)
+
+
+def is_monochrome(measure: ColourMeasure, grey_chroma: float = 8.0, tint_spread: float = 5.0) -> bool:
+    """Greyscale (no chroma at all) or a single tint such as sepia."""
+    return measure.chroma_p99 < grey_chroma or measure.hue_spread < tint_spread
+
+
+def perceptual_hashes(rgb: np.ndarray) -> Tuple[int, int]:
+    """64-bit pHash of the image and of its mirror image (a flipped copy is still a duplicate)."""
+    small = Image.fromarray(cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA))
+    plain = int(str(imagehash.phash(small)), 16)
+    mirrored = int(str(imagehash.phash(ImageOps.mirror(small))), 16)
+    return plain, mirrored
+
+
+def jpeg_tile(rgb: np.ndarray, side: int = 160) -> bytes:
+    """A small JPEG for the contact sheets (bytes keep 2,000 of them cheap to hold)."""
+    small = resize_long_side(rgb, side)
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()

@@ -1,0 +1,197 @@
+"""One source file -> its measures, its per-image filter verdicts and (if it passes) its output.
+
+Runs in worker processes: each file is read once, decoded once (JPEGs at a reduced size when
+the output is much smaller), measured on a copy at the training scale, and cropped/written
+only if no per-image filter rejects it. Only near-duplicates need all images at once; the
+caller decides those. Everything crossing the process boundary is a small picklable value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from . import faces as face_detection
+from .focal import CropPlan, RelBox, focal_point, plan_crop
+from .images import (
+    Header,
+    ImageRejected,
+    LoadedImage,
+    colour_measure,
+    decode_image,
+    is_monochrome,
+    jpeg_tile,
+    open_image,
+    perceptual_hashes,
+    resize_to_area,
+    sharpness,
+)
+
+Reason = Tuple[str, str]  # (code, sentence)
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    size: int
+    crop: str
+    allow_upscale: bool
+    background: Tuple[int, int, int]
+    max_pixels: int
+    min_side: int  # 0: filter off
+    drop_monochrome: bool
+    blur_threshold: float  # 0: filter off
+    max_faces: Optional[int]  # None: filter off
+    face_detector: Optional[str]  # resolved path, None: no detector
+
+
+@dataclass(frozen=True)
+class FileJob:
+    index: int
+    path: str
+    output: Optional[str]  # where a passing image is written; None: measure only (excluded)
+
+
+@dataclass
+class FileResult:
+    index: int
+    bytes: int = 0
+    sha256: Optional[str] = None
+    header: Optional[Header] = None
+    rejected: Optional[Reason] = None  # unreadable / not an image / too large / corrupt
+    reasons: List[Reason] = field(default_factory=list)  # per-image filters that failed
+    had_alpha: bool = False
+    phash: Optional[int] = None
+    phash_mirror: Optional[int] = None
+    sharpness: Optional[float] = None
+    chroma_p99: Optional[float] = None
+    hue_spread: Optional[float] = None
+    faces: Optional[List[RelBox]] = None  # None: no detector ran
+    focal: Optional[Tuple[float, float]] = None
+    plan: Optional[CropPlan] = None
+    written: bool = False
+    source_tile: Optional[bytes] = None
+    output_tile: Optional[bytes] = None
+
+
+def init_worker() -> None:
+    # Each worker is one of N processes already; OpenCV's own thread pool would oversubscribe.
+    cv2.setNumThreads(1)
+
+
+def needed_scale(width: int, height: int, settings: WorkSettings) -> float:
+    """Output pixels per source pixel the crop mode will use (before any filter)."""
+    if settings.crop == "bucket":
+        return min(1.0, math.sqrt(settings.size * settings.size / (width * height)))
+    return settings.size / min(width, height)
+
+
+def process_file(job: FileJob, settings: WorkSettings) -> FileResult:
+    result = FileResult(index=job.index)
+    try:
+        data = Path(job.path).read_bytes()
+    except OSError as exc:
+        result.rejected = ("unreadable", f"cannot read the file ({exc.strerror or exc})")
+        return result
+    result.bytes = len(data)
+    result.sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        _process(data, job, settings, result)
+    except ImageRejected as exc:
+        result.rejected = (exc.code, exc.message)
+    except Exception as exc:  # one odd file must not end a run of thousands; prep.json says what
+        result.rejected = ("error", f"unexpected {type(exc).__name__} while processing: {exc}")
+    return result
+
+
+def _decode(data: bytes, settings: WorkSettings) -> LoadedImage:
+    image, header = open_image(data, settings.max_pixels)
+    # Decoding at >= 2x the output scale keeps INTER_AREA's quality and skips most of a big JPEG.
+    scale = min(1.0, 2.0 * needed_scale(header.width, header.height, settings))
+    return decode_image(image, header, settings.background, min_decode_scale=scale)
+
+
+def _process(data: bytes, job: FileJob, settings: WorkSettings, result: FileResult) -> None:
+    loaded = _decode(data, settings)
+    header = result.header = loaded.header
+    result.had_alpha = loaded.had_alpha
+    width, height = header.width, header.height
+    # Measure at the training scale: that is the sharpness and detail the LoRA will see.
+    thumb = resize_to_area(loaded.rgb, settings.size * settings.size)
+    grey = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY)
+    result.sharpness = sharpness(grey)
+    colour = colour_measure(thumb)
+    result.chroma_p99, result.hue_spread = colour.chroma_p99, colour.hue_spread
+    result.phash, result.phash_mirror = perceptual_hashes(thumb)
+    result.source_tile = jpeg_tile(thumb)
+    if settings.face_detector and (settings.max_faces is not None or settings.crop == "focal"):
+        detector = face_detection.load_detector(settings.face_detector)
+        result.faces = face_detection.detect_faces(detector, thumb)
+    if settings.crop == "focal":
+        result.focal = focal_point(thumb, result.faces or [])
+    result.plan = plan_crop(width, height, settings.crop, settings.size, result.focal or (0.5, 0.5), result.faces or [])
+    result.reasons = filter_reasons(result, settings, colour_is_mono=is_monochrome(colour))
+    if job.output and not result.reasons:
+        output = render_output(loaded, result.plan)
+        Image.fromarray(output).save(job.output, "PNG", compress_level=1)
+        result.written = True
+        result.output_tile = jpeg_tile(output)
+
+
+def filter_reasons(result: FileResult, settings: WorkSettings, colour_is_mono: bool) -> List[Reason]:
+    """Every per-image filter this image fails, in a fixed order (the first is reported)."""
+    assert result.header is not None and result.plan is not None
+    width, height = result.header.width, result.header.height
+    short = min(width, height)
+    reasons: List[Reason] = []
+    if settings.min_side and short < settings.min_side:
+        reasons.append(
+            ("low_resolution", f"low resolution: {width}x{height}, shortest side {short} px < {settings.min_side} px (--min-side)")
+        )
+    if settings.crop != "bucket" and result.plan.upscaled and not settings.allow_upscale:
+        reasons.append(
+            (
+                "needs_upscale",
+                f"needs {result.plan.scale:.2f}x upscaling for a {settings.size}x{settings.size} crop "
+                f"(shortest side {short} px); pass --allow-upscale or a smaller --size",
+            )
+        )
+    if settings.drop_monochrome and colour_is_mono:
+        reasons.append(
+            (
+                "monochrome",
+                f"monochrome: colour p99 {result.chroma_p99:.1f}, hue spread {result.hue_spread:.1f} deg (--keep-monochrome keeps it)",
+            )
+        )
+    if settings.blur_threshold and result.sharpness is not None and result.sharpness < settings.blur_threshold:
+        reasons.append(
+            ("blurry", f"blurry: Laplacian variance {result.sharpness:.0f} < {settings.blur_threshold:g} (--blur-threshold)")
+        )
+    if settings.max_faces is not None and result.faces is not None and len(result.faces) > settings.max_faces:
+        reasons.append(
+            ("too_many_faces", f"{len(result.faces)} faces found, more than {settings.max_faces} (--max-faces)")
+        )
+    return reasons
+
+
+def render_output(loaded: LoadedImage, plan: CropPlan) -> np.ndarray:
+    """Crop `plan.box` (full-size coordinates) from the decoded pixels and resize to the output."""
+    scale = loaded.decoded_scale
+    rgb = loaded.rgb
+    decoded_h, decoded_w = rgb.shape[:2]
+    left, top, right, bottom = (int(round(v * scale)) for v in plan.box)
+    left, top = max(0, left), max(0, top)
+    right, bottom = min(decoded_w, max(right, left + 1)), min(decoded_h, max(bottom, top + 1))
+    region = rgb[top:bottom, left:right]
+    out_w, out_h = plan.out_size
+    if (region.shape[1], region.shape[0]) == (out_w, out_h):
+        return np.ascontiguousarray(region)
+    shrinking = out_w * out_h < region.shape[0] * region.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    return cv2.resize(np.ascontiguousarray(region), (out_w, out_h), interpolation=interpolation)
