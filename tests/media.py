@@ -38,6 +38,13 @@ class MadeVideo:
     def frame_count(self) -> int:
         return len(self.frame_times)
 
+    # Usable wherever a path is expected: Path(made), open(made), av.open(str(made)).
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
 
 def marker_height(height: int) -> int:
     return max(6, height // 8)
@@ -129,12 +136,15 @@ def make_video(
     sample_rate: int = 44100,
     channels: int = 2,
     crf: int = 12,
+    audio_delay: float = 0.0,
 ) -> MadeVideo:
     """Write a small H.264/AAC MP4 (or .mkv by suffix) and describe what is in it.
 
     rotation: counter-clockwise display rotation stored as display-matrix side data
     (PyAV >= 18 `VideoStream.set_display_rotation`; players and `vidstyle.video` turn the
     frames for display). Frames at flash_times are bright and the audio beeps there.
+    audio_delay: the audio track starts this many seconds after the first frame (beeps still
+    sound at flash_times), as in captures whose sound device started late.
     """
     path = Path(path)
     times = list(frame_times) if frame_times is not None else (vfr_times(seconds, fps) if vfr else [i / fps for i in range(int(round(seconds * fps)))])
@@ -154,7 +164,7 @@ def make_video(
         sound = container.add_stream("aac", rate=sample_rate)
         sound.codec_context.layout = "mono" if channels == 1 else "stereo"
     samples = audio_track(seconds, sample_rate, flash_times) if audio else None
-    written = 0
+    written = int(round(audio_delay * sample_rate))
     flash_frames = {min(range(len(times)), key=lambda i: abs(times[i] - f)) for f in flash_times}
     for index, t in enumerate(times):
         frame = av.VideoFrame.from_ndarray(draw_frame(index, t, size, flash=index in flash_frames), format="rgb24")

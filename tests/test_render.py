@@ -191,3 +191,17 @@ def test_disk_full_mid_run_is_one_error_and_resumable(tmp_path: Path, demo_clip:
     with open_job(tmp_path / "job") as job:
         run_job(job)
         assert job.ledger.counts()["done"] == 8 and job.result_path.exists()
+
+
+def test_contact_sheet_spreads_picks_over_short_jobs(tmp_path: Path) -> None:
+    from vidstyle.outputs import contact_sheet
+
+    paths = []
+    for idx in range(3):
+        path = tmp_path / f"{idx}.png"
+        Image.new("RGB", (32, 32), (idx * 100, 0, 0)).save(path)
+        paths.append(path)
+    contact_sheet(paths, tmp_path / "sheet.png", tile_width=32)
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        reds = [sheet.getpixel((x * 32 + 16, 16))[0] for x in range(3)]
+    assert reds == [0, 100, 200]

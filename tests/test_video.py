@@ -54,7 +54,7 @@ def test_probe_constant_fps_video(clips: dict) -> None:
 
 
 def test_probe_without_audio(clips: dict) -> None:
-    info = video.probe(clips["silent"].path)
+    info = video.probe(clips["silent"])  # a MadeVideo works as a path
     assert info.audio == [] and info.fps == 25.0 and info.frame_count == 12
 
 
@@ -82,6 +82,9 @@ def test_probe_rotated_video(tmp_path: Path) -> None:
     # Displayed = coded turned 90 degrees counter-clockwise, so turning back recovers the marker.
     assert np.array_equal(frames[3].image, np.rot90(coded[3][1], 1))
     assert [media.read_marker(np.rot90(f.image, -1)) for f in frames] == list(range(made.frame_count))
+    with av.open(str(made.path)) as container:  # the raw-matrix path older PyAV versions use
+        frame = next(container.decode(video=0))
+        assert video._frame_matrix_rotation(frame) == pytest.approx(90.0)
 
 
 def test_probe_image_folder_natural_order(tmp_path: Path) -> None:
@@ -299,10 +302,10 @@ def test_fit_crop_keeps_the_center() -> None:
 
 
 def test_fit_pad_letterboxes_with_black() -> None:
-    image = np.full((50, 200, 3), 200, np.uint8)
+    image = np.full((50, 200, 3), 200, np.uint8)  # 4:1 -> 64x16 centred in 64x64
     out = video.fit_frame(image, 64, 64, "pad")
-    assert np.all(out[:16] == 0) and np.all(out[-16:] == 0)
-    assert np.all(out[17:47] == 200)
+    assert np.all(out[:24] == 0) and np.all(out[40:] == 0)
+    assert np.all(out[24:40] == 200)
 
 
 def test_fit_stretch_and_upscale() -> None:
@@ -478,3 +481,58 @@ def test_encode_replaces_existing_result_only_when_done(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         video.encode_video(failing(), out, FPS)
     assert out.read_bytes() == before
+
+
+def test_encode_late_starting_audio_gets_leading_silence(tmp_path: Path) -> None:
+    made = media.make_video(tmp_path / "late.mp4", seconds=1.5, fps=FPS, flash_times=[0.8], audio_delay=0.3)
+    _, _, first = media.decode_audio(made.path)
+    assert first == pytest.approx(0.3, abs=0.03)  # minus the AAC encoder delay FFmpeg keeps here
+    out = tmp_path / "out.mp4"
+    report = video.encode_video((f.image for f in select(made.path)), out, FPS, audio_from=made.path)
+    assert report.audio_kept
+    samples, rate, first_out = media.decode_audio(out)
+    assert first_out == pytest.approx(0.0, abs=1e-3)
+    assert np.abs(samples[: int(0.25 * rate)]).max() < 1e-3  # silence until the track begins
+    flashes, beeps = media.flash_times_in(out), media.beep_times_in(out)
+    assert len(beeps) == 1 and abs(beeps[0] - flashes[0]) < 1 / FPS
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_display_matrix_rotation_matches_ffmpeg(degrees: int) -> None:
+    # What PyAV's set_display_rotation(degrees) stores: av_display_rotation_set(-degrees),
+    # i.e. [cos, -sin; sin, cos] of `degrees`, in 16.16 fixed point (2.30 for the last entry).
+    theta = np.radians(degrees)
+    cos, sin = np.cos(theta), np.sin(theta)
+    matrix = np.array([cos, -sin, 0, sin, cos, 0, 0, 0, 1 / 65536], dtype=np.float64) * 65536
+    matrix[8] = 1 << 30
+    raw = np.round(matrix).astype("<i4").tobytes()
+    assert round(video.display_matrix_rotation(raw)) % 360 == degrees
+
+
+def test_probe_cache_follows_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    media.make_video(path, seconds=0.5, fps=FPS, audio=False)
+    first = video.probe(path)
+    first.frame_count = -1  # callers get copies; the cache is not theirs to change
+    assert video.probe(path).frame_count == 15
+    media.make_video(path, seconds=1.0, fps=FPS, audio=False)  # replaced in place
+    assert video.probe(path).frame_count == 30
+
+
+def test_audio_file_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
+    if not hasattr(av.stream.Stream, "disposition"):
+        pytest.skip("this PyAV cannot tell cover art from video (no Stream.disposition)")
+    path = tmp_path / "song.m4a"
+    with av.open(str(path), "w", format="mp4") as container:
+        sound = container.add_stream("aac", rate=44100)
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        container.mux(cover.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")))
+        container.mux(cover.encode(None))
+        samples = av.AudioFrame.from_ndarray(media.audio_track(0.5, 44100, [])[None, :], format="fltp", layout="mono")
+        samples.sample_rate, samples.pts = 44100, 0
+        container.mux(sound.encode(samples))
+        container.mux(sound.encode(None))
+    with pytest.raises(MediaError, match="no video stream"):
+        video.probe(path)

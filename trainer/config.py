@@ -103,27 +103,35 @@ class _Strict(BaseModel):
     class Config:
         extra = Extra.forbid
         validate_assignment = True
+        smart_union = True  # Union[int, float] keeps 0.05 a float (plain v1 unions would make it int 0)
 
     @root_validator(pre=True)
     def _strict_types(cls, values: Dict[str, Any]) -> Dict[str, Any]:
         for key, value in values.items():
             field = cls.__fields__.get(key)
-            if field is None or value is None:
+            if field is None or value is None or not isinstance(field.outer_type_, type):
                 continue
-            kind = field.outer_type_
-            if kind is bool and not isinstance(value, bool):
-                raise ValueError(f"'{key}' must be true or false, not {value!r}")
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"'{key}' must be a whole number, not {value!r}")
-            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"'{key}' must be a number, not {value!r}")
-            if kind is str and not isinstance(value, str):
-                raise ValueError(f"'{key}' must be a string, not {value!r}")
+            problem = _type_problem(field.outer_type_, value)
+            if problem:
+                raise ValueError(f"'{key}' must be {problem}, not {value!r}")
         return values
 
     def to_toml_dict(self) -> Dict[str, Any]:
         """Only the keys that are set, in declaration order, tuples as arrays."""
         return _plain(self.dict(exclude_none=True))
+
+
+def _type_problem(kind: type, value: Any) -> Optional[str]:
+    """Constrained types (Field bounds) subclass int/float/str, hence issubclass."""
+    if issubclass(kind, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if issubclass(kind, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if issubclass(kind, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if issubclass(kind, str):
+        return None if isinstance(value, str) else "a string"
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -219,11 +227,11 @@ class SubsetSection(SubsetKeys):
     alpha_mask: Optional[bool] = None
 
 
-class GeneralSection(DatasetKeys, SubsetKeys):
+class GeneralSection(SubsetKeys, DatasetKeys):
     """[general]: defaults for every dataset and subset."""
 
 
-class DatasetSection(DatasetKeys, SubsetKeys):
+class DatasetSection(SubsetKeys, DatasetKeys):
     """[[datasets]]: one dataset (its own resolution, batch size and buckets)."""
 
     subsets: List[SubsetSection] = Field(..., min_items=1)
@@ -239,7 +247,17 @@ class DatasetConfig(_Strict):
         data = _plain(self.dict(exclude_none=True))
         if not data.get("general"):
             data.pop("general", None)
+        for dataset in data["datasets"]:
+            dataset["subsets"] = [_leading(sub, SUBSET_FIRST) for sub in dataset["subsets"]]
         return data
+
+
+SUBSET_FIRST = ("image_dir", "num_repeats", "class_tokens")
+
+
+def _leading(data: Dict[str, Any], first: Sequence[str]) -> Dict[str, Any]:
+    """Readable key order: the keys that identify a section come first."""
+    return {**{k: data[k] for k in first if k in data}, **{k: v for k, v in data.items() if k not in first}}
 
 
 LEVEL_TITLES = {"general": "[general]", "datasets": "[[datasets]]", "subsets": "[[datasets.subsets]]"}
@@ -286,7 +304,8 @@ class TrainArgs(_Strict):
     unet_lr: Optional[float] = Field(None, gt=0)
     text_encoder_lr: Optional[float] = Field(None, ge=0, description="0 freezes the text encoder LoRA.")
     lr_scheduler: str = Field("constant", description="Learning-rate schedule.")
-    lr_warmup_steps: Optional[Union[int, float]] = Field(None, ge=0, description="Warmup steps, or a fraction (< 1) of all steps.")
+    # no Field bounds here: constrained types would make pydantic's union turn 0.05 into int 0
+    lr_warmup_steps: Optional[Union[int, float]] = Field(None, description="Warmup steps, or a fraction (< 1) of all steps.")
     lr_scheduler_num_cycles: Optional[int] = Field(None, ge=1)
     lr_scheduler_power: Optional[float] = Field(None, gt=0)
     lr_scheduler_min_lr_ratio: Optional[float] = Field(None, ge=0, le=1)
@@ -432,6 +451,8 @@ class TrainArgs(_Strict):
 
     @validator("lr_warmup_steps")
     def _warmup(cls, value: Optional[Union[int, float]]) -> Optional[Union[int, float]]:
+        if value is not None and value < 0:
+            raise ValueError("must not be negative")
         if isinstance(value, float) and not value < 1:
             raise ValueError("a float means a fraction of all steps and must be below 1; use a whole number for steps")
         return value
@@ -479,8 +500,11 @@ SECTIONS["training"] = tuple(k for k in TrainArgs.__fields__ if k not in _SECTIO
 
 
 def explain_errors(err: ValidationError, what: str) -> str:
-    """One sentence naming the first bad key: wrong level, unknown (with a suggestion) or bad value."""
-    first = err.errors()[0]
+    """One sentence naming the first bad key: wrong level, unknown (with a suggestion) or bad value.
+
+    An unknown key wins over a missing one: a misspelled required key causes both."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "value_error.extra"), errors[0])
     loc = [part for part in first["loc"] if part != "__root__"]
     key = str(loc[-1]) if loc else ""
     if first["type"] == "value_error.extra":

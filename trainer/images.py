@@ -12,7 +12,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Tuple
 
 import cv2
 import imagehash
@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-# MPO is how Pillow names multi-picture JPEGs from cameras; they are JPEGs to everyone else.
-PIL_FORMATS = ["PNG", "JPEG", "MPO", "WEBP", "BMP"]
+# Pillow's JPEG opener also returns multi-picture JPEGs from cameras (format "MPO").
+WANTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 EXIF_ORIENTATION = 0x0112
 # Orientations 5-8 swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
@@ -60,6 +60,12 @@ class LoadedImage:
         return self.rgb.shape[1] / self.header.width
 
 
+def _pil_formats() -> List[str]:
+    """The wanted formats this Pillow can open (WebP support is a build option)."""
+    Image.init()
+    return [name for name in WANTED_FORMATS if name in Image.OPEN]
+
+
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageRejected("empty", "empty file (0 bytes)")
@@ -68,7 +74,7 @@ def _open(data: bytes) -> Image.Image:
             # Pillow warns above its own limit; our max_pixels check right after gives the
             # clearer reason, and Pillow's hard limit (2x) still raises the error below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+            return Image.open(io.BytesIO(data), formats=_pil_formats())
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_large", f"decompression-bomb sized image refused by Pillow ({exc})") from exc
     except UnidentifiedImageError as exc:
@@ -91,15 +97,14 @@ def read_header(image: Image.Image) -> Header:
 def open_image(data: bytes, max_pixels: int) -> Tuple[Image.Image, Header]:
     """Open lazily (header only) and refuse images above `max_pixels` before decoding them."""
     image = _open(data)
-    header = read_header(image)
-    pixels = header.width * header.height
-    if pixels > max_pixels:
+    width, height = image.size  # the pixel count does not depend on the EXIF orientation
+    if width * height > max_pixels:
         raise ImageRejected(
             "too_large",
-            f"{header.width}x{header.height} is {pixels / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit "
-            "(--max-pixels)",
+            f"{width}x{height} is {width * height / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit (--max-pixels)",
         )
-    return image, header
+    # Reading EXIF may decode a PNG (its eXIf chunk can follow the pixels): only after the check.
+    return image, read_header(image)
 
 
 def decode_image(image: Image.Image, header: Header, background: RGB, min_decode_scale: float = 1.0) -> LoadedImage:
@@ -145,7 +150,7 @@ def _flatten(image: Image.Image, background: RGB) -> Tuple[np.ndarray, bool]:
         image.mode == "P" and "transparency" in image.info
     )
     if not has_alpha_channel:
-        return np.asarray(image.convert("RGB")), False
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB")), False
     rgba = image.convert("RGBA")
     alpha = rgba.getchannel("A")
     if alpha.getextrema()[0] == 255:
@@ -186,6 +191,7 @@ def sharpness(grey: np.ndarray) -> float:
 class ColourMeasure:
     chroma_p99: float  # 99th percentile of CIELAB chroma: ~0 for greyscale
     hue_spread: float  # degrees; small when every coloured pixel has the same hue (sepia, tinted)
+    coloured_fraction: float  # share of pixels with visible chroma
 
 
 def colour_measure(rgb: np.ndarray) -> ColourMeasure:
@@ -196,19 +202,27 @@ def colour_measure(rgb: np.ndarray) -> ColourMeasure:
     chroma = np.hypot(a, b)
     p99 = float(np.percentile(chroma, 99))
     coloured = chroma > 6.0
-    if coloured.sum() < 0.01 * chroma.size:
-        return ColourMeasure(chroma_p99=p99, hue_spread=0.0)
+    fraction = float(coloured.mean())
+    if fraction < 0.01:
+        return ColourMeasure(chroma_p99=p99, hue_spread=0.0, coloured_fraction=fraction)
     # Chroma-weighted circular spread of hue: sqrt(-2 ln R) is the circular standard deviation.
     weights = chroma[coloured]
     angles = np.arctan2(b[coloured], a[coloured])
     resultant = np.hypot((weights * np.cos(angles)).sum(), (weights * np.sin(angles)).sum()) / weights.sum()
     spread = math.degrees(math.sqrt(max(0.0, -2.0 * math.log(max(resultant, 1e-12)))))
-    return ColourMeasure(chroma_p99=p99, hue_spread=spread)
+    return ColourMeasure(chroma_p99=p99, hue_spread=spread, coloured_fraction=fraction)
 
 
-def is_monochrome(measure: ColourMeasure, grey_chroma: float = 8.0, tint_spread: float = 5.0) -> bool:
-    """Greyscale (no chroma at all) or a single tint such as sepia."""
-    return measure.chroma_p99 < grey_chroma or measure.hue_spread < tint_spread
+def is_monochrome(measure: ColourMeasure, grey_chroma: float = 12.0, tint_spread: float = 4.0) -> bool:
+    """Greyscale (or nearly: a faint paper tint), or one pure tint over most of the picture.
+
+    The thresholds are conservative: a warm palette (skin, red, orange) spreads ~10 degrees
+    of hue, as does a brown-to-cream gradient map, so those stay colour images; so does line
+    art with one spot colour (the tint must cover at least half of the pixels).
+    """
+    if measure.chroma_p99 < grey_chroma:
+        return True
+    return measure.hue_spread < tint_spread and measure.coloured_fraction >= 0.5
 
 
 def perceptual_hashes(rgb: np.ndarray) -> Tuple[int, int]:

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 from PIL import Image, ImageDraw, ImageFont
 
 TILE = 160
-LABEL_LINES = 3
+LABEL_LINES = 4
 LINE_HEIGHT = 12
 PADDING = 6
 COLUMNS = 10
@@ -30,25 +30,44 @@ class Tile:
 
 
 def _font() -> ImageFont.ImageFont:
-    return ImageFont.load_default()
+    # The small bitmap font: FreeType rendering of 6,000 labels takes seconds, this takes
+    # milliseconds (Pillow >= 10.1 made load_default() return a FreeType font).
+    loader = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)
+    return loader()
 
 
-def _text_width(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> float:
-    if hasattr(draw, "textlength"):
-        return float(draw.textlength(text, font=font))
-    return float(font.getsize(text)[0])  # pragma: no cover - Pillow < 8
+class _Widths:
+    """Per-character advance widths, measured once (labels are wrapped character by character)."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont) -> None:
+        self.draw, self.font = draw, font
+        self.cache: dict = {}
+
+    def __call__(self, text: str) -> float:
+        total = 0.0
+        for char in text:
+            width = self.cache.get(char)
+            if width is None:
+                width = self.cache[char] = float(self.draw.textlength(char, font=self.font))
+            total += width
+        return total
 
 
-def wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int, max_lines: int) -> List[str]:
-    """Character wrap (file names have no spaces to break at); '...' marks a cut."""
+def wrap(text: str, width_of: "_Widths", width: int, max_lines: int) -> List[str]:
+    """Wrap at spaces when a line has one, else anywhere (file names); '...' marks a cut."""
     if max_lines <= 0:
         return []
     lines: List[str] = []
     current = ""
     for char in text:
-        if current and _text_width(draw, current + char, font) > width:
-            lines.append(current)
-            current = char
+        if current and width_of(current + char) > width:
+            cut = current.rfind(" ")
+            if cut > 0:
+                lines.append(current[:cut])
+                current = current[cut + 1 :] + char
+            else:
+                lines.append(current)
+                current = char
         else:
             current += char
     if current:
@@ -57,13 +76,15 @@ def wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
         return lines
     kept = lines[:max_lines]
     last = kept[-1]
-    while last and _text_width(draw, last + "...", font) > width:
+    while last and width_of(last + "...") > width:
         last = last[:-1]
     kept[-1] = last + "..."
     return kept
 
 
-def _paste_tile(sheet: Image.Image, draw: ImageDraw.ImageDraw, tile: Tile, x: int, y: int, font: ImageFont.ImageFont) -> None:
+def _paste_tile(
+    sheet: Image.Image, draw: ImageDraw.ImageDraw, tile: Tile, x: int, y: int, font: ImageFont.ImageFont, widths: _Widths
+) -> None:
     draw.rectangle([x - 2, y - 2, x + TILE + 1, y + TILE + 1], outline=tile.accent, width=2)
     if tile.jpeg is None:
         draw.rectangle([x, y, x + TILE - 1, y + TILE - 1], fill=PLACEHOLDER)
@@ -74,10 +95,9 @@ def _paste_tile(sheet: Image.Image, draw: ImageDraw.ImageDraw, tile: Tile, x: in
             thumb.thumbnail((TILE, TILE))
             sheet.paste(thumb, (x + (TILE - thumb.width) // 2, y + (TILE - thumb.height) // 2))
     text_lines: List[str] = []
-    for line in tile.lines:
-        text_lines.extend(wrap(draw, line, font, TILE, LABEL_LINES - len(text_lines)))
-        if len(text_lines) >= LABEL_LINES:
-            break
+    for index, line in enumerate(tile.lines):
+        still_to_come = len(tile.lines) - index - 1  # keep a line for each label after this one
+        text_lines.extend(wrap(line, widths, TILE, LABEL_LINES - len(text_lines) - still_to_come))
     for n, line in enumerate(text_lines[:LABEL_LINES]):
         draw.text((x, y + TILE + 3 + n * LINE_HEIGHT), line, fill=TEXT, font=font)
 
@@ -90,22 +110,23 @@ def render_page(tiles: Sequence[Tile], title: str) -> Image.Image:
     sheet = Image.new("RGB", (columns * cell_w, HEADER + rows * cell_h), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = _font()
+    widths = _Widths(draw, font)
     draw.text((PADDING, 7), title, fill=TEXT, font=font)
     for index, tile in enumerate(tiles):
         row, column = divmod(index, COLUMNS)
-        _paste_tile(sheet, draw, tile, column * cell_w + PADDING, HEADER + row * cell_h + PADDING, font)
+        _paste_tile(sheet, draw, tile, column * cell_w + PADDING, HEADER + row * cell_h + PADDING, font, widths)
     return sheet
 
 
 def write_sheets(tiles: Sequence[Tile], title: str, folder: Path, stem: str) -> List[Path]:
     """`stem_01.png`, `stem_02.png`, ... with up to PER_PAGE tiles each; none when no tiles."""
     folder.mkdir(parents=True, exist_ok=True)
-    pages = max(1, math.ceil(len(tiles) / PER_PAGE)) if tiles else 0
+    pages = math.ceil(len(tiles) / PER_PAGE)
     written = []
     for page in range(pages):
         chunk = tiles[page * PER_PAGE : (page + 1) * PER_PAGE]
         heading = f"{title}  (page {page + 1}/{pages})" if pages > 1 else title
         path = folder / f"{stem}_{page + 1:02d}.png"
-        render_page(chunk, heading).save(path, "PNG", compress_level=6)
+        render_page(chunk, heading).save(path, "PNG", compress_level=1)
         written.append(path)
     return written

@@ -19,6 +19,7 @@ from .images import SUPPORTED_EXTENSIONS
 
 # Files that live beside images in datasets and are not images themselves.
 SIDE_FILE_EXTENSIONS = frozenset({".txt", ".caption", ".json", ".npz", ".csv", ".toml", ".yaml", ".yml", ".md", ".tags"})
+OS_LITTER = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def scan_sources(sources: Sequence[Path], skip: Sequence[Path] = (), caption_ext
             item = SourceFile(path=resolved, root=root, relative=PurePosixPath(path.relative_to(base)).as_posix())
             if item.supported:
                 images.append(item)
-            elif path.suffix.lower() not in side_files:
+            elif path.suffix.lower() not in side_files and path.name.lower() not in OS_LITTER:
                 others.append(item)
     return images, others
 

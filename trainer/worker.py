@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -21,6 +22,7 @@ from PIL import Image
 from . import faces as face_detection
 from .focal import CropPlan, RelBox, focal_point, plan_crop
 from .images import (
+    ColourMeasure,
     Header,
     ImageRejected,
     LoadedImage,
@@ -70,8 +72,7 @@ class FileResult:
     phash: Optional[int] = None
     phash_mirror: Optional[int] = None
     sharpness: Optional[float] = None
-    chroma_p99: Optional[float] = None
-    hue_spread: Optional[float] = None
+    colour: Optional[ColourMeasure] = None
     faces: Optional[List[RelBox]] = None  # None: no detector ran
     focal: Optional[Tuple[float, float]] = None
     plan: Optional[CropPlan] = None
@@ -83,6 +84,8 @@ class FileResult:
 def init_worker() -> None:
     # Each worker is one of N processes already; OpenCV's own thread pool would oversubscribe.
     cv2.setNumThreads(1)
+    # Ctrl-C is the parent's to handle (it cancels the queue); workers just finish their file.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def needed_scale(width: int, height: int, settings: WorkSettings) -> float:
@@ -122,29 +125,34 @@ def _process(data: bytes, job: FileJob, settings: WorkSettings, result: FileResu
     header = result.header = loaded.header
     result.had_alpha = loaded.had_alpha
     width, height = header.width, header.height
-    # Measure at the training scale: that is the sharpness and detail the LoRA will see.
-    thumb = resize_to_area(loaded.rgb, settings.size * settings.size)
+    # Measure at the training scale: that is the sharpness and detail the LoRA will see. In
+    # bucket mode that picture *is* the output, so it is computed once.
+    if settings.crop == "bucket":
+        result.plan = plan_crop(width, height, "bucket", settings.size)
+        thumb = render_output(loaded, result.plan)
+    else:
+        thumb = resize_to_area(loaded.rgb, settings.size * settings.size)
     grey = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY)
     result.sharpness = sharpness(grey)
-    colour = colour_measure(thumb)
-    result.chroma_p99, result.hue_spread = colour.chroma_p99, colour.hue_spread
+    result.colour = colour_measure(thumb)
     result.phash, result.phash_mirror = perceptual_hashes(thumb)
     result.source_tile = jpeg_tile(thumb)
     if settings.face_detector and (settings.max_faces is not None or settings.crop == "focal"):
         detector = face_detection.load_detector(settings.face_detector)
         result.faces = face_detection.detect_faces(detector, thumb)
-    if settings.crop == "focal":
-        result.focal = focal_point(thumb, result.faces or [])
-    result.plan = plan_crop(width, height, settings.crop, settings.size, result.focal or (0.5, 0.5), result.faces or [])
-    result.reasons = filter_reasons(result, settings, colour_is_mono=is_monochrome(colour))
+    if settings.crop != "bucket":
+        if settings.crop == "focal":
+            result.focal = focal_point(thumb, result.faces or [])
+        result.plan = plan_crop(width, height, settings.crop, settings.size, result.focal or (0.5, 0.5), result.faces or [])
+    result.reasons = filter_reasons(result, settings)
     if job.output and not result.reasons:
-        output = render_output(loaded, result.plan)
+        output = thumb if settings.crop == "bucket" else render_output(loaded, result.plan)
         Image.fromarray(output).save(job.output, "PNG", compress_level=1)
         result.written = True
-        result.output_tile = jpeg_tile(output)
+        result.output_tile = result.source_tile if output is thumb else jpeg_tile(output)
 
 
-def filter_reasons(result: FileResult, settings: WorkSettings, colour_is_mono: bool) -> List[Reason]:
+def filter_reasons(result: FileResult, settings: WorkSettings) -> List[Reason]:
     """Every per-image filter this image fails, in a fixed order (the first is reported)."""
     assert result.header is not None and result.plan is not None
     width, height = result.header.width, result.header.height
@@ -162,11 +170,13 @@ def filter_reasons(result: FileResult, settings: WorkSettings, colour_is_mono: b
                 f"(shortest side {short} px); pass --allow-upscale or a smaller --size",
             )
         )
-    if settings.drop_monochrome and colour_is_mono:
+    colour = result.colour
+    if settings.drop_monochrome and colour is not None and is_monochrome(colour):
         reasons.append(
             (
                 "monochrome",
-                f"monochrome: colour p99 {result.chroma_p99:.1f}, hue spread {result.hue_spread:.1f} deg (--keep-monochrome keeps it)",
+                f"monochrome: chroma p99 {colour.chroma_p99:.1f}, hue spread {colour.hue_spread:.1f} deg "
+                "(--keep-monochrome keeps it)",
             )
         )
     if settings.blur_threshold and result.sharpness is not None and result.sharpness < settings.blur_threshold:

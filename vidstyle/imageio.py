@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Union
 
 import cv2
 import numpy as np
@@ -38,9 +38,18 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
 
 
+def _png_params(compress_level: int) -> List[int]:
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level]
+    # At low levels zlib is cheap and libpng's adaptive per-row filter choice dominates; the
+    # fixed "up" filter is 1.5-3x faster on frames at about the same size (OpenCV >= 4.10).
+    if compress_level <= 3 and hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    return params
+
+
 def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG bytes of an RGB array (no text chunks)."""
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(as_rgb(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(as_rgb(rgb), cv2.COLOR_RGB2BGR), _png_params(compress_level))
     if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays, which as_rgb rejects
         raise ValueError("OpenCV could not encode the image as PNG")
     return buffer.tobytes()

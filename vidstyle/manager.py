@@ -13,6 +13,7 @@ before they touch the file system, so no id can point outside that folder.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import queue
@@ -35,7 +36,7 @@ from .job import Job, create_job, open_job
 from .ledger import Ledger
 from .render import CancelToken, RenderEvent, parse_frame_list, run_job, schedule_redo
 from .spec import JobSpec
-from .video import fit_frame, plan_selection, probe, read_frame_at, read_frame_at_time
+from .video import VideoInfo, fit_frame, plan_selection, probe, read_frame_at, read_frame_at_time
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 UPLOADS_DIR = "uploads"
 PREVIEWS_DIR = ".previews"
 KEEP_PREVIEWS = 5
-RECENT_FRAMES = 8
+RECENT_FRAMES = 24
 _STAGE_STATE = {"prepare": "preparing", "preflight": "preparing", "render": "rendering", "finish": "finishing"}
 
 
@@ -87,6 +88,20 @@ def safe_name(text: str) -> str:
     """A folder-name-safe slug of `text` ('' when nothing usable is left)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-._")
     return slug[:64]
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_cached(path: str, sequence_fps: float, mtime_ns: int, size: int) -> VideoInfo:
+    return probe(path, sequence_fps=sequence_fps)
+
+
+def probe_once(path: str, sequence_fps: float = 30.0) -> VideoInfo:
+    """probe(), remembered per file version: the canny slider asks for the same file many times."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return probe(path, sequence_fps=sequence_fps)  # raises the one-sentence MediaError
+    return _probe_cached(str(path), float(sequence_fps), stat.st_mtime_ns, stat.st_size)
 
 
 def preview_positions(frame_count: int, count: int = 3) -> List[int]:
@@ -217,7 +232,7 @@ class JobManager:
         """Source frame `frame_index` fitted to the job size, through the job's canny settings."""
         if not spec.source.path:
             raise UserInputError("No source video given; upload a video or enter a path first.")
-        info = probe(spec.source.path, sequence_fps=spec.source.sequence_fps)
+        info = probe_once(spec.source.path, spec.source.sequence_fps)
         image = read_frame_at(spec.source.path, int(frame_index), info)
         fitted = fit_frame(image, spec.size.width, spec.size.height, spec.size.fit)
         cn = spec.controlnet
@@ -227,17 +242,21 @@ class JobManager:
         """probe() as a JSON-friendly dict (frames, fps, duration, size) for sliders and clients."""
         if not path:
             raise UserInputError("No source video given; upload a video or enter a path first.")
-        return probe(path, sequence_fps=sequence_fps).as_dict()
+        return probe_once(path, sequence_fps).as_dict()
 
     def save_upload(self, stream: BinaryIO, filename: str) -> Path:
-        """Copy an uploaded video into output_root/uploads (jobs need their source until they finish)."""
-        folder = self.output_root / UPLOADS_DIR
-        folder.mkdir(exist_ok=True)
+        """Copy an uploaded video into output_root/uploads/<stamp>/ under its own (cleaned) name.
+
+        Jobs read their source until they finish (and on resume), so they get a copy that
+        gradio's temp-file cleanup or an HTTP client cannot take away.
+        """
         stem = safe_name(Path(filename or "").stem) or "video"
         suffix = safe_name(Path(filename or "").suffix.lstrip(".")) or "mp4"
-        target = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{next(self._order)}-{stem}.{suffix}"
-        tmp = target.with_name(target.name + ".part")
+        folder = self.output_root / UPLOADS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{next(self._order)}"
+        target = folder / f"{stem}.{suffix}"
+        tmp = folder / f".{stem}.{suffix}.part"
         try:
+            folder.mkdir(parents=True)
             with open(tmp, "wb") as handle:
                 shutil.copyfileobj(stream, handle, 1024 * 1024)
             tmp.replace(target)

@@ -45,7 +45,8 @@ def contact_sheet(paths: List[Path], out: Path, tiles: int = CONTACT_SHEET_TILES
     """Evenly spaced frames in a labelled grid: the first look at a finished job."""
     if not paths:
         return
-    picks = sorted({round(i * (len(paths) - 1) / max(1, tiles - 1)) for i in range(min(tiles, len(paths)))})
+    count = min(tiles, len(paths))
+    picks = sorted({round(i * (len(paths) - 1) / max(1, count - 1)) for i in range(count)})
     with Image.open(paths[0]) as first:
         aspect = first.height / first.width
     tile_h = int(tile_width * aspect)

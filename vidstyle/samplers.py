@@ -14,6 +14,7 @@ How the two spec fields combine:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -44,7 +45,8 @@ SAMPLER_RECIPES: Dict[str, SamplerRecipe] = {
     # it to the single-step DPM-Solver++ (deterministic, and it needs no torchsde).
     "DPM++ SDE Karras": SamplerRecipe(
         "DPMSolverSinglestepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        # lower_order_final: finish with a first-order step, as diffusers needs for a zero final sigma.
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True, "lower_order_final": True},
         note="approximated by diffusers' single-step DPM-Solver++ with Karras sigmas",
     ),
     "DDIM": SamplerRecipe("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}),
@@ -70,7 +72,7 @@ _CLASS_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "EulerAncestralDiscreteScheduler": ("timestep_spacing",),
     "EulerDiscreteScheduler": _SIGMA_FLAGS + ("timestep_spacing",),
     "DPMSolverMultistepScheduler": _SIGMA_FLAGS + ("timestep_spacing", "algorithm_type", "solver_order"),
-    "DPMSolverSinglestepScheduler": _SIGMA_FLAGS + ("algorithm_type", "solver_order"),
+    "DPMSolverSinglestepScheduler": _SIGMA_FLAGS + ("algorithm_type", "solver_order", "lower_order_final"),
     "DDIMScheduler": ("timestep_spacing", "set_alpha_to_one", "clip_sample"),
     "UniPCMultistepScheduler": _SIGMA_FLAGS + ("timestep_spacing",),
 }
@@ -128,15 +130,19 @@ def build_scheduler(base_config: Mapping[str, Any], sampler: str, schedule: str 
 
     class_name, options = scheduler_options(sampler, schedule)
     scheduler_class = getattr(diffusers, class_name)
-    config = {key: value for key, value in dict(base_config).items() if not key.startswith("_")}
-    for key in _SIGMA_FLAGS + ("algorithm_type", "solver_order"):
-        # Flags left by a previous sampler's config must not leak into this one.
-        config.pop(key, None)
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    # Keep only the training-schedule keys this class knows (the checkpoint's own scheduler,
+    # often PNDM, has others), and drop solver flags so none leak from the original class.
+    config = {
+        key: value
+        for key, value in dict(base_config).items()
+        if key in accepted and key not in _SIGMA_FLAGS + ("algorithm_type", "solver_order", "lower_order_final")
+    }
     config.update(options)
     return scheduler_class.from_config(config)
 
 
-def describe(sampler: str, schedule: str = "Automatic") -> Optional[str]:
+def describe(sampler: str) -> Optional[str]:
     """A note when the diffusers scheduler only approximates the WebUI sampler (for reports)."""
     recipe = SAMPLER_RECIPES.get(sampler)
-    return recipe.note or None if recipe else None
+    return (recipe.note or None) if recipe else None

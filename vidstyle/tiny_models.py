@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import torch
 
 # Bump when anything below changes the weights, so old cache folders are not reused.
-TINY_VERSION = "v1"
+TINY_VERSION = "v4"
 TINY_SEED = 0
 TEXT_HIDDEN = 32
 CROSS_ATTENTION_DIM = 32
@@ -143,9 +143,10 @@ def _unet() -> Any:
 
 
 def _vae() -> Any:
+    import torch
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=VAE_CHANNELS,
@@ -156,6 +157,14 @@ def _vae() -> Any:
         norm_num_groups=8,
         sample_size=512,
     ).eval()
+    # SD's scaling factor (0.18215) is 1 / std of its latents, so scaled latents have unit
+    # variance and the init image holds its own against img2img's noise. Measure ours the
+    # same way; with SD's value the tiny model's init image would drown in the noise.
+    images = torch.rand((4, 3, 64, 64), generator=torch.Generator().manual_seed(TINY_SEED + 4)) * 2 - 1
+    with torch.no_grad():
+        spread = float(vae.encode(images).latent_dist.mean.std())
+    vae.register_to_config(scaling_factor=round(1.0 / spread, 4))
+    return vae
 
 
 def _controlnet(unet: Any) -> Any:
@@ -163,13 +172,23 @@ def _controlnet(unet: Any) -> Any:
     from diffusers import ControlNetModel
 
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROL_EMBEDDING_CHANNELS)
-    # from_unet zero-initialises the output convolutions (as ControlNet training starts);
-    # give them small seeded values so the tiny ControlNet actually steers the output.
     generator = torch.Generator().manual_seed(TINY_SEED + 3)
-    zero_convs = [controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_mid_block]
-    zero_convs += list(controlnet.controlnet_down_blocks)
+    embedding = controlnet.controlnet_cond_embedding
     with torch.no_grad():
-        for conv in zero_convs:
+        # PyTorch's default conv init shrinks the signal ~3x per layer, so after the hint
+        # embedding's seven convolutions the control image would barely matter; He-normal
+        # weights and zero biases keep the edges visible in the embedding.
+        for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+            conv.bias.zero_()
+        # SiLU still shrinks it; scale the last conv so an edge map embeds at unit spread
+        # (a trained ControlNet's hint is as loud as the latent features it is added to).
+        edges = (torch.rand((2, 3, 64, 64), generator=generator) > 0.9).float()
+        embedding.conv_out.weight.div_(float(embedding(edges).std()))
+        # from_unet zero-initialises the output convolutions (as ControlNet training starts);
+        # small seeded values let the tiny ControlNet actually steer the output.
+        for conv in [controlnet.controlnet_mid_block, *controlnet.controlnet_down_blocks]:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.05)
             conv.bias.zero_()
     return controlnet.eval()
@@ -266,25 +285,29 @@ def tiny_pipeline_dir() -> Path:
 
 
 def kohya_lora_targets(unet: Any, text_encoder: Any) -> Dict[str, Any]:
-    """Kohya LoRA module name -> Linear module, as sd-scripts' networks.lora picks them.
+    """Kohya LoRA module name -> Linear/1x1-Conv module, as sd-scripts' networks.lora picks them.
 
-    sd-scripts wraps every Linear (and 1x1 Conv) inside Transformer2DModel blocks of the
+    sd-scripts wraps every Linear and 1x1 Conv2d inside Transformer2DModel blocks of the
     UNet and inside CLIPAttention/CLIPMLP of the text encoder; the name is the prefix plus
     the module path with dots turned into underscores.
     """
     import torch
 
+    # sd-scripts names text-encoder modules as transformers 4 laid CLIPTextModel out
+    # (`text_model.encoder...`); transformers 5 dropped the `text_model` level.
+    te_root = "" if hasattr(text_encoder, "text_model") else "text_model."
     targets: Dict[str, Any] = {}
-    for prefix, root, parent_types in (
-        ("lora_unet", unet, ("Transformer2DModel",)),
-        ("lora_te", text_encoder, ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")),
+    for prefix, root, module_root, parent_types in (
+        ("lora_unet", unet, "", ("Transformer2DModel",)),
+        ("lora_te", text_encoder, te_root, ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")),
     ):
         for parent_name, parent in root.named_modules():
             if type(parent).__name__ not in parent_types:
                 continue
             for child_name, child in parent.named_modules():
-                if isinstance(child, torch.nn.Linear) and child_name:
-                    full = f"{parent_name}.{child_name}".replace(".", "_")
+                pointwise = isinstance(child, torch.nn.Conv2d) and child.kernel_size == (1, 1)
+                if (isinstance(child, torch.nn.Linear) or pointwise) and child_name:
+                    full = f"{module_root}{parent_name}.{child_name}".replace(".", "_")
                     targets[f"{prefix}_{full}"] = child
     return targets
 
@@ -304,12 +327,165 @@ def make_tiny_kohya_lora(
     generator = torch.Generator().manual_seed(seed)
     tensors: Dict[str, "torch.Tensor"] = {}
     targets = kohya_lora_targets(unet, text_encoder)
-    for name, linear in sorted(targets.items()):
-        down = torch.randn((rank, linear.in_features), generator=generator) * scale
-        up = torch.randn((linear.out_features, rank), generator=generator) * scale
+    for name, module in sorted(targets.items()):
+        # 1x1 convolutions (SD1.5's proj_in/proj_out) get 1x1 conv LoRA weights, as in sd-scripts.
+        pointwise = isinstance(module, torch.nn.Conv2d)
+        fan_in = module.in_channels if pointwise else module.in_features
+        fan_out = module.out_channels if pointwise else module.out_features
+        tail = (1, 1) if pointwise else ()
+        down = torch.randn((rank, fan_in) + tail, generator=generator) * scale
+        up = torch.randn((fan_out, rank) + tail, generator=generator) * scale
         tensors[f"{name}.lora_down.weight"] = down.contiguous()
         tensors[f"{name}.lora_up.weight"] = up.contiguous()
         tensors[f"{name}.alpha"] = torch.tensor(float(rank))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": str(rank)})
     return sorted(targets)
+
+
+# ----- the tiny model as a WebUI-style single file (original LDM/CompVis key layout) -----
+
+_RESNET_TO_LDM = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("conv_shortcut", "skip_connection"),
+)
+_VAE_ATTENTION_TO_LDM = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
+
+
+def _rename(key: str, prefix: str, target: str, renames: Tuple[Tuple[str, str], ...] = ()) -> str:
+    rest = key[len(prefix) :]
+    for old, new in renames:
+        if rest.startswith(old + "."):
+            rest = new + rest[len(old) :]
+            break
+    return target + rest
+
+
+def _unet_key_to_ldm(key: str, layers: int, attention_up: Tuple[bool, ...]) -> str:
+    """One diffusers UNet2DConditionModel key -> its name in an SD1.x `model.diffusion_model`.
+
+    `attention_up[i]` says whether up block i has attentions (its upsampler then sits in
+    slot 2 of the LDM output block instead of slot 1).
+    """
+    parts = key.split(".")
+    plain = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
+    head = ".".join(parts[:2]) if parts[0] == "time_embedding" else parts[0]
+    if head in plain:
+        return plain[head] + key[len(head) :]
+    if parts[0] == "mid_block":
+        index = {"resnets.0": 0, "attentions.0": 1, "resnets.1": 2}[".".join(parts[1:3])]
+        prefix = ".".join(parts[:3]) + "."
+        return _rename(key, prefix, f"middle_block.{index}.", _RESNET_TO_LDM if parts[1] == "resnets" else ())
+    block, kind, layer = int(parts[1]), parts[2], int(parts[3])
+    prefix = ".".join(parts[:4]) + "."
+    stride = layers + 1  # each level: `layers` layers plus one down/up-sampling slot
+    renames = _RESNET_TO_LDM if kind == "resnets" else ()
+    slot = 0 if kind == "resnets" else 1
+    if parts[0] == "down_blocks":
+        if kind == "downsamplers":
+            return _rename(key, prefix + "conv.", f"input_blocks.{(block + 1) * stride}.0.op.")
+        return _rename(key, prefix, f"input_blocks.{1 + block * stride + layer}.{slot}.", renames)
+    if kind == "upsamplers":
+        upsampler_slot = 2 if attention_up[block] else 1
+        return _rename(key, prefix, f"output_blocks.{block * stride + layers}.{upsampler_slot}.")
+    return _rename(key, prefix, f"output_blocks.{block * stride + layer}.{slot}.", renames)
+
+
+def _unet_to_ldm(unet: Any) -> Dict[str, Any]:
+    attention_up = tuple("CrossAttn" in kind for kind in unet.config.up_block_types)
+    layers = unet.config.layers_per_block
+    return {
+        "model.diffusion_model." + _unet_key_to_ldm(key, layers, attention_up): value
+        for key, value in unet.state_dict().items()
+    }
+
+
+def _vae_key_to_ldm(key: str, levels: int) -> Tuple[str, bool]:
+    """One AutoencoderKL key -> (LDM `first_stage_model` name, is a mid-attention linear weight)."""
+    parts = key.split(".")
+    side = parts[0]
+    if parts[0] in ("quant_conv", "post_quant_conv"):
+        return key, False
+    if parts[1] == "conv_norm_out":
+        return key.replace("conv_norm_out", "norm_out"), False
+    if parts[1] in ("conv_in", "conv_out"):
+        return key, False
+    if parts[1] == "mid_block":
+        if parts[2] == "attentions":
+            prefix = ".".join(parts[:4]) + "."
+            name = _rename(key, prefix, f"{side}.mid.attn_1.", _VAE_ATTENTION_TO_LDM)
+            return name, name.endswith(("q.weight", "k.weight", "v.weight", "proj_out.weight"))
+        prefix = ".".join(parts[:4]) + "."
+        return _rename(key, prefix, f"{side}.mid.block_{int(parts[3]) + 1}.", (("conv_shortcut", "nin_shortcut"),)), False
+    block = int(parts[2])
+    level = block if side == "encoder" else levels - 1 - block  # LDM numbers decoder levels bottom-up
+    group = "down" if side == "encoder" else "up"
+    prefix = ".".join(parts[:5]) + "."
+    if parts[3] in ("downsamplers", "upsamplers"):
+        sampler = "downsample" if side == "encoder" else "upsample"
+        return _rename(key, prefix, f"{side}.{group}.{level}.{sampler}."), False
+    return _rename(key, prefix, f"{side}.{group}.{level}.block.{parts[4]}.", (("conv_shortcut", "nin_shortcut"),)), False
+
+
+def _vae_to_ldm(vae: Any) -> Dict[str, Any]:
+    levels = len(vae.config.block_out_channels)
+    out: Dict[str, Any] = {}
+    for key, value in vae.state_dict().items():
+        name, pointwise = _vae_key_to_ldm(key, levels)
+        # The original VAE's attention uses 1x1 convolutions where diffusers uses linears.
+        out["first_stage_model." + name] = value[:, :, None, None] if pointwise and value.dim() == 2 else value
+    return out
+
+
+def ldm_state_dict(unet: Any, vae: Any, text_encoder: Any) -> Dict[str, Any]:
+    """SD1.x diffusers modules -> one state dict in the original layout the WebUI loads."""
+    te_root = "" if hasattr(text_encoder, "text_model") else "text_model."
+    out = _unet_to_ldm(unet)
+    out.update(_vae_to_ldm(vae))
+    for key, value in text_encoder.state_dict().items():
+        out[f"cond_stage_model.transformer.{te_root}{key}"] = value
+    return {key: value.detach().contiguous().clone() for key, value in out.items()}
+
+
+def write_tiny_single_file(path: Path) -> Path:
+    """Write the tiny model as a single .safetensors checkpoint, laid out as WebUI checkpoints are."""
+    from safetensors.torch import save_file
+
+    parts = tiny_components()
+    tensors = ldm_state_dict(parts["unet"], parts["vae"], parts["text_encoder"])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return Path(path)
+
+
+_loaded: Dict[Path, Dict[str, Any]] = {}
+
+
+def tiny_components() -> Dict[str, Any]:
+    """The cached tiny model's modules, loaded once per process (callers must not modify them).
+
+    Handy for making LoRAs that match the tiny model without rebuilding it.
+    """
+    folder = tiny_pipeline_dir()
+    if folder not in _loaded:
+        from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        _loaded[folder] = {
+            "unet": UNet2DConditionModel.from_pretrained(str(folder / "unet")).eval(),
+            "vae": AutoencoderKL.from_pretrained(str(folder / "vae")).eval(),
+            "text_encoder": CLIPTextModel.from_pretrained(str(folder / "text_encoder")).eval(),
+            "tokenizer": CLIPTokenizer.from_pretrained(str(folder / "tokenizer")),
+            "controlnet": ControlNetModel.from_pretrained(str(folder / "controlnet")).eval(),
+        }
+    return _loaded[folder]

@@ -14,13 +14,17 @@ Decoding is streamed (one frame held at a time), so memory does not grow with vi
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
+import threading
+from collections import OrderedDict
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Optional, Tuple, Union
 
 import av
 import cv2
@@ -171,11 +175,23 @@ def _open(path: Path) -> "av.container.InputContainer":
 
 
 def _video_stream(container: Any, path: Path) -> Any:
-    if not container.streams.video:
+    streams = _real_video_streams(container)
+    if not streams:
         raise MediaError(f"{path} has no video stream; choose a video file or a folder of frames.")
-    stream = container.streams.video[0]
+    stream = streams[0]
     stream.thread_type = "AUTO"  # frame + slice threads: decoding is the engine's main CPU cost
     return stream
+
+
+def _real_video_streams(container: Any) -> List[Any]:
+    """Video streams that are not cover art (an MP3/M4A's picture is a one-frame 'video')."""
+    real = []
+    for stream in container.streams.video:
+        disposition = getattr(stream, "disposition", None)  # av >= 13
+        cover = getattr(type(disposition), "attached_pic", None) if disposition is not None else None
+        if not (cover is not None and disposition & cover):
+            real.append(stream)
+    return real
 
 
 def _origin(stream: Any) -> float:
@@ -193,12 +209,43 @@ def _channels(stream: Any) -> int:
 
 
 def _frame_rotation(frame: Any, stream: Any) -> int:
-    """Display rotation, counter-clockwise degrees in {0, 90, 180, 270}."""
-    degrees: Optional[float] = getattr(frame, "rotation", None)  # av >= 13: display matrix side data
+    """Display rotation, counter-clockwise degrees in {0, 90, 180, 270}.
+
+    Read the way each PyAV generation exposes FFmpeg's display matrix: VideoFrame.rotation
+    (recent), Stream.side_data["DISPLAYMATRIX"] (av 12), the frame's raw matrix, and last the
+    legacy `rotate` tag (clockwise degrees) that old FFmpeg versions exported.
+    """
+    degrees: Optional[float] = getattr(frame, "rotation", None)
     if degrees is None:
-        tag = stream.metadata.get("rotate")  # older FFmpeg: legacy tag, clockwise degrees
+        side = getattr(stream, "side_data", None)
+        degrees = side.get("DISPLAYMATRIX") if isinstance(side, dict) else None
+    if degrees is None:
+        degrees = _frame_matrix_rotation(frame)
+    if degrees is None:
+        tag = stream.metadata.get("rotate")
         degrees = -float(tag) if tag else 0.0
+    if math.isnan(float(degrees)):
+        return 0
     return int(round(float(degrees) / 90.0)) % 4 * 90
+
+
+def _frame_matrix_rotation(frame: Any) -> Optional[float]:
+    for item in getattr(frame, "side_data", None) or ():
+        if "DISPLAYMATRIX" in str(getattr(item, "type", "")).upper():
+            return display_matrix_rotation(bytes(item))
+    return None
+
+
+def display_matrix_rotation(matrix: bytes) -> float:
+    """Counter-clockwise degrees of an FFmpeg display matrix (9 little-endian int32, 16.16 fixed point).
+
+    Same result as libavutil's av_display_rotation_get; NaN for a degenerate matrix.
+    """
+    m = np.frombuffer(matrix[:36], dtype="<i4").astype(np.float64)
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale0 == 0 or scale1 == 0:
+        return math.nan
+    return -math.degrees(math.atan2(m[1] / scale1, m[0] / scale0))
 
 
 def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
@@ -217,14 +264,34 @@ def _frame_to_rgb(frame: Any, rotation: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- probe
 
+_PROBE_CACHE: "OrderedDict[Tuple[Any, ...], VideoInfo]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
 
 def probe(path: PathLike, sequence_fps: float = 30.0, scan_limit: int = SCAN_LIMIT) -> VideoInfo:
-    """Facts about a video file or a folder of frames; MediaError with one sentence if unusable."""
+    """Facts about a video file or a folder of frames; MediaError with one sentence if unusable.
+
+    Results are cached per (path, size, mtime): the job, the tab's previews and the API
+    probe the same file many times, and a full probe reads every packet of the file.
+    """
     path = Path(path)
     _check_exists(path)
-    if path.is_dir():
-        return _probe_sequence(path, sequence_fps)
-    return _probe_video(path, scan_limit)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise MediaError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, float(sequence_fps), scan_limit)
+    with _CACHE_LOCK:
+        cached = _PROBE_CACHE.get(key)
+    if cached is None:
+        cached = _probe_sequence(path, sequence_fps) if path.is_dir() else _probe_video(path, scan_limit)
+        with _CACHE_LOCK:
+            _PROBE_CACHE[key] = cached
+            while len(_PROBE_CACHE) > 32:
+                _PROBE_CACHE.popitem(last=False)
+    info = copy.deepcopy(cached)
+    info.path = str(path)
+    return info
 
 
 def _probe_sequence(folder: Path, fps: float) -> VideoInfo:
@@ -309,7 +376,7 @@ def _probe_video(path: Path, scan_limit: int) -> VideoInfo:
     first, rotation, stream_index, codec = _first_frame(path)
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         tb = stream.time_base or Fraction(1, 90000)
         scan = _scan_packets(container, stream, path, scan_limit)
         if scan.complete and stream.frames and scan.packets < stream.frames:
@@ -477,7 +544,7 @@ def _frame_times(info: VideoInfo) -> List[float]:
     path = Path(info.path)
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         scan = _scan_packets(container, stream, path, SCAN_LIMIT)
         return [float(p * stream.time_base) - info.start_time for p in scan.pts]
     finally:
@@ -502,7 +569,7 @@ def _decode_packets(container: Any, stream: Any, path: Path) -> Iterator[Any]:
         yield from frames
 
 
-def _iter_video_raw(info: VideoInfo, seek_to: Optional[float]) -> Iterator[_RawFrame]:
+def _iter_video_raw(info: VideoInfo, seek_to: Optional[float]) -> Generator[_RawFrame, None, None]:
     """Source frames with index and video-timeline time; images are converted only on demand."""
     path = Path(info.path)
     container = _open(path)
@@ -532,7 +599,7 @@ def _converter(frame: Any, rotation: int) -> Callable[[], np.ndarray]:
     return lambda: _frame_to_rgb(frame, rotation)
 
 
-def _iter_sequence_raw(info: VideoInfo, first: int) -> Iterator[_RawFrame]:
+def _iter_sequence_raw(info: VideoInfo, first: int) -> Generator[_RawFrame, None, None]:
     files = sequence_files(info.path)
     for index in range(first, len(files)):
         file = files[index]
@@ -549,7 +616,7 @@ def iter_frames(path: PathLike, source: SourceSpec, info: Optional[VideoInfo] = 
     return _select_by_index(_raw_frames(info, selection, selection.start_frame / info.fps), selection)
 
 
-def _raw_frames(info: VideoInfo, selection: Selection, seek_time: float) -> Iterator[_RawFrame]:
+def _raw_frames(info: VideoInfo, selection: Selection, seek_time: float) -> Generator[_RawFrame, None, None]:
     if info.is_image_sequence:
         first = selection.start_frame if not selection.resample else max(0, int(seek_time * info.fps) - 1)
         return _iter_sequence_raw(info, first)
@@ -557,9 +624,9 @@ def _raw_frames(info: VideoInfo, selection: Selection, seek_time: float) -> Iter
     return _iter_video_raw(info, seek_to=max(0.0, seek_time - 1.0 / info.fps))
 
 
-def _select_by_index(raw: Iterator[_RawFrame], sel: Selection) -> Iterator[SelectedFrame]:
+def _select_by_index(raw: Generator[_RawFrame, None, None], sel: Selection) -> Iterator[SelectedFrame]:
     out = 0
-    with _closing(raw):
+    with closing(raw):  # closes the container when selection stops early
         for frame in raw:
             if frame.index < sel.start_frame:
                 continue
@@ -571,13 +638,13 @@ def _select_by_index(raw: Iterator[_RawFrame], sel: Selection) -> Iterator[Selec
             out += 1
 
 
-def _select_by_time(raw: Iterator[_RawFrame], sel: Selection) -> Iterator[SelectedFrame]:
+def _select_by_time(raw: Generator[_RawFrame, None, None], sel: Selection) -> Iterator[SelectedFrame]:
     """Tick k shows the latest frame with time <= tick; ticks before the first frame show the first."""
     step = 1.0 / float(sel.rate)
     held: Optional[_RawFrame] = None
     held_rgb: Optional[np.ndarray] = None
     tick = 0
-    with _closing(raw):
+    with closing(raw):  # closes the container when selection stops early
         for frame in raw:
             if frame.index < sel.start_frame:
                 continue
@@ -596,21 +663,6 @@ def _select_by_time(raw: Iterator[_RawFrame], sel: Selection) -> Iterator[Select
             tick += 1
 
 
-class _closing:
-    """Close a generator (and so its container) when selection stops early or fails."""
-
-    def __init__(self, gen: Iterator[Any]) -> None:
-        self.gen = gen
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        close = getattr(self.gen, "close", None)
-        if close is not None:
-            close()
-
-
 def read_frame_at_time(path: PathLike, seconds: float, info: Optional[VideoInfo] = None, sequence_fps: float = 30.0) -> np.ndarray:
     """The frame shown at `seconds` on the video timeline (latest frame with pts <= seconds)."""
     info = info or probe(path, sequence_fps)
@@ -618,7 +670,7 @@ def read_frame_at_time(path: PathLike, seconds: float, info: Optional[VideoInfo]
         return read_frame_at(path, int(seconds * info.fps + 1e-6), info)
     chosen: Optional[_RawFrame] = None
     raw = _iter_video_raw(info, seek_to=max(0.0, seconds - 1.0 / info.fps))
-    with _closing(raw):
+    with closing(raw):  # closes the container when selection stops early
         for frame in raw:
             if frame.time > seconds + TICK_EPS and chosen is not None:
                 break
@@ -690,7 +742,7 @@ def encode_video(
     audio_start: float = 0.0,
     audio_end: Optional[float] = None,
     on_warning: Optional[WarningCallback] = None,
-    preset: str = "medium",
+    preset: str = "veryfast",
 ) -> EncodeReport:
     """Encode RGB frames (arrays, PIL images or image paths) to H.264 MP4, atomically.
 
@@ -824,7 +876,8 @@ class _AudioCopier:
         if not self.source.streams.audio:
             raise _NoAudio(f"{source} has no audio track; the result is silent.")
         stream = self.source.streams.audio[0]
-        origin = _origin(self.source.streams.video[0]) if self.source.streams.video else _origin(stream)
+        video_streams = _real_video_streams(self.source)
+        origin = _origin(video_streams[0]) if video_streams else _origin(stream)
         self.abs_start = origin + start
         if self.abs_start > 0.5:
             # Audio packets are all key frames; the backward seek lands just before the start.
@@ -833,6 +886,8 @@ class _AudioCopier:
         self.rate = sample_rate if sample_rate in AAC_RATES else 48000
         self.layout = "mono" if _channels(stream) == 1 else "stereo"
         self.limit: float = math.inf if end is None else max(0, round((end - start) * self.rate))
+        if self.limit == 0:
+            raise _NoAudio("The audio range is empty, so the result is silent.")
         self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
         self.position = 0
         self.chunks = self._chunks(_decode_packets(self.source, stream, source))

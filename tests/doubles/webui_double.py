@@ -59,8 +59,16 @@ WEBUI_VERSION = "v1.10.1"
 # /sdapi/v1/samplers of A1111 1.10 (name, aliases, options).
 DEFAULT_SAMPLERS: List[Dict[str, Any]] = [
     {"name": "DPM++ 2M", "aliases": ["k_dpmpp_2m"], "options": {"scheduler": "karras"}},
-    {"name": "DPM++ SDE", "aliases": ["k_dpmpp_sde"], "options": {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"}},
-    {"name": "DPM++ 2M SDE", "aliases": ["k_dpmpp_2m_sde"], "options": {"scheduler": "exponential", "brownian_noise": "True"}},
+    {
+        "name": "DPM++ SDE",
+        "aliases": ["k_dpmpp_sde"],
+        "options": {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"},
+    },
+    {
+        "name": "DPM++ 2M SDE",
+        "aliases": ["k_dpmpp_2m_sde"],
+        "options": {"scheduler": "exponential", "brownian_noise": "True"},
+    },
     {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {"uses_ensd": "True"}},
     {"name": "Euler", "aliases": ["k_euler"], "options": {}},
     {"name": "LMS", "aliases": ["k_lms"], "options": {}},
@@ -229,7 +237,12 @@ class SdWebuiControlNetUnit(_Strict):
     @root_validator(pre=True)
     def _aliases(cls, values: Dict[str, Any]) -> Dict[str, Any]:
         # ControlNetUnit.from_dict: legacy names and Forge's mask_image are accepted as aliases.
-        for alias, key in (("guidance", "guidance_end"), ("lowvram", "low_vram"), ("input_image", "image"), ("mask_image", "mask")):
+        for alias, key in (
+            ("guidance", "guidance_end"),
+            ("lowvram", "low_vram"),
+            ("input_image", "image"),
+            ("mask_image", "mask"),
+        ):
             if alias in values:
                 if key in values:
                     raise ValueError(f"Conflict of field '{alias}' and '{key}'")
@@ -359,7 +372,13 @@ class _Progress:
             progress += 1 / self.job_count * self.sampling_step / self.sampling_steps
         elapsed = time.time() - self.time_start
         eta_relative = elapsed / progress - elapsed
-        return {"progress": min(progress, 1), "eta_relative": eta_relative, "state": state, "current_image": None, "textinfo": None}
+        return {
+            "progress": min(progress, 1),
+            "eta_relative": eta_relative,
+            "state": state,
+            "current_image": None,
+            "textinfo": None,
+        }
 
 
 class WebUIDoubleState:
@@ -388,7 +407,10 @@ class WebUIDoubleState:
         self.delay = delay
         self.fail_every = fail_every
         first = self.checkpoints[0]["title"] if self.checkpoints else ""
-        self.options: Dict[str, Any] = {"sd_model_checkpoint": self._title(loaded_model) or first, "samples_format": "png"}
+        self.options: Dict[str, Any] = {
+            "sd_model_checkpoint": self._title(loaded_model) or first,
+            "samples_format": "png",
+        }
         self.loaded_title = self.options["sd_model_checkpoint"]
         self.progress = _Progress()
         self.queue_lock = threading.Lock()  # the WebUI renders one request at a time
@@ -410,7 +432,14 @@ class WebUIDoubleState:
         """sd_models.checkpoint_aliases: title, name, model_name, stem, short hash, sha256."""
         for entry in self.checkpoints:
             name_only = entry["title"].rsplit(" [", 1)[0]
-            aliases = {entry["title"], name_only, entry["model_name"], name_only.rsplit(".", 1)[0], entry["hash"], entry["sha256"]}
+            aliases = {
+                entry["title"],
+                name_only,
+                entry["model_name"],
+                name_only.rsplit(".", 1)[0],
+                entry["hash"],
+                entry["sha256"],
+            }
             if name in aliases:
                 return entry
         return None
@@ -494,17 +523,40 @@ def render_image(
 
 
 def _unit_text(unit: Dict[str, Any]) -> str:
-    fields = ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
-              "guidance_start", "guidance_end", "pixel_perfect", "control_mode")
+    fields = (
+        "module",
+        "model",
+        "weight",
+        "resize_mode",
+        "processor_res",
+        "threshold_a",
+        "threshold_b",
+        "guidance_start",
+        "guidance_end",
+        "pixel_perfect",
+        "control_mode",
+    )
     return ", ".join(f"{' '.join(w.capitalize() for w in f.split('_'))}: {unit.get(f)}" for f in fields)
 
 
-def _infotext(req: Dict[str, Any], sampler: str, scheduler: str, model: Dict[str, Any], units: List[Dict[str, Any]],
-              lora_hashes: List[str]) -> str:
+def _infotext(
+    req: Dict[str, Any],
+    sampler: str,
+    scheduler: str,
+    model: Dict[str, Any],
+    units: List[Dict[str, Any]],
+    lora_hashes: List[str],
+) -> str:
     params = [
-        f"Steps: {req['steps']}", f"Sampler: {sampler}", f"Schedule type: {scheduler}", f"CFG scale: {req['cfg_scale']:g}",
-        f"Seed: {req['seed']}", f"Size: {req['width']}x{req['height']}", f"Model hash: {model['hash']}",
-        f"Model: {model['model_name']}", f"Denoising strength: {req['denoising_strength']:g}",
+        f"Steps: {req['steps']}",
+        f"Sampler: {sampler}",
+        f"Schedule type: {scheduler}",
+        f"CFG scale: {req['cfg_scale']:g}",
+        f"Seed: {req['seed']}",
+        f"Size: {req['width']}x{req['height']}",
+        f"Model hash: {model['hash']}",
+        f"Model: {model['model_name']}",
+        f"Denoising strength: {req['denoising_strength']:g}",
     ]
     params += [f'ControlNet {i}: "{_unit_text(unit)}"' for i, unit in enumerate(units)]
     if lora_hashes:
@@ -552,7 +604,9 @@ def make_webui_double(
     """
     if flavor not in ("a1111", "forge"):
         raise ValueError("flavor must be 'a1111' or 'forge'")
-    state = WebUIDoubleState(flavor, models, loras, controlnet_models, samplers, schedulers, delay, fail_every, loaded_model)
+    state = WebUIDoubleState(
+        flavor, models, loras, controlnet_models, samplers, schedulers, delay, fail_every, loaded_model
+    )
     state.controlnet_installed = controlnet_installed
     app = FastAPI(title="WebUI API double")
     app.state.double = state
@@ -575,9 +629,13 @@ def _basic_auth(auth: str) -> Any:
     user, _, password = auth.partition(":")
 
     def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:
-        if secrets.compare_digest(credentials.username, user) and secrets.compare_digest(credentials.password, password):
+        if secrets.compare_digest(credentials.username, user) and secrets.compare_digest(
+            credentials.password, password
+        ):
             return True
-        raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        raise HTTPException(
+            status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
+        )
 
     return check
 
@@ -650,14 +708,25 @@ def _add_extension_routes(app: FastAPI, state: WebUIDoubleState, controlnet_inst
     def module_list() -> Dict[str, Any]:
         if state.flavor == "forge":
             return {"module_list": state.modules}
-        detail = {m: {"model_free": m == "none", "sliders": _CANNY_SLIDERS if m == "canny" else [_RESOLUTION_SLIDER]} for m in state.modules}
+        detail = {
+            m: {"model_free": m == "none", "sliders": _CANNY_SLIDERS if m == "canny" else [_RESOLUTION_SLIDER]}
+            for m in state.modules
+        }
         return {"module_list": state.modules, "module_detail": detail}
 
     @app.get("/controlnet/control_types")  # in Forge too since Aug 2024 (#912)
     def control_types() -> Dict[str, Any]:
         canny = [m for m in state.controlnet_models if "canny" in m.lower()]
-        return {"control_types": {"Canny": {"module_list": [state.modules[0], "canny"], "model_list": ["None", *canny],
-                                            "default_option": "canny", "default_model": canny[0] if canny else "None"}}}
+        return {
+            "control_types": {
+                "Canny": {
+                    "module_list": [state.modules[0], "canny"],
+                    "model_list": ["None", *canny],
+                    "default_option": "canny",
+                    "default_model": canny[0] if canny else "None",
+                }
+            }
+        }
 
     if state.flavor == "forge":
         return
@@ -671,7 +740,9 @@ def _add_extension_routes(app: FastAPI, state: WebUIDoubleState, controlnet_inst
         return {"control_net_unit_count": 3}
 
 
-def _controlnet_units(state: WebUIDoubleState, scripts: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[JSONResponse]]:
+def _controlnet_units(
+    state: WebUIDoubleState, scripts: Dict[str, Any]
+) -> Tuple[List[Dict[str, Any]], Optional[JSONResponse]]:
     """Validate alwayson_scripts; the enabled ControlNet units as dicts, or an error response."""
     units: List[Dict[str, Any]] = []
     for key, value in scripts.items():
@@ -690,7 +761,12 @@ def _controlnet_units(state: WebUIDoubleState, scripts: Dict[str, Any]) -> Tuple
 def _validate_unit(state: WebUIDoubleState, raw: Any, loc: List[Any]) -> Tuple[Dict[str, Any], Optional[JSONResponse]]:
     model = ForgeControlNetUnit if state.flavor == "forge" else SdWebuiControlNetUnit
     if not isinstance(raw, dict):
-        return {}, JSONResponse(status_code=422, content={"detail": [{"loc": ["body", *loc], "msg": "value is not a valid dict", "type": "type_error.dict"}]})
+        return {}, JSONResponse(
+            status_code=422,
+            content={
+                "detail": [{"loc": ["body", *loc], "msg": "value is not a valid dict", "type": "type_error.dict"}]
+            },
+        )
     try:
         unit = model.parse_obj(raw).dict()
     except ValidationError as err:
@@ -701,13 +777,17 @@ def _validate_unit(state: WebUIDoubleState, raw: Any, loc: List[Any]) -> Tuple[D
         if state.flavor == "forge":  # global_state.get_preprocessor() -> None, then called
             return {}, _webui_error(500, "TypeError", "'NoneType' object is not callable")
         msg = f"module({unit['module']}) not found in supported modules."
-        return {}, JSONResponse(status_code=422, content={"detail": [{"loc": ["body", *loc, "module"], "msg": msg, "type": "value_error"}]})
+        return {}, JSONResponse(
+            status_code=422, content={"detail": [{"loc": ["body", *loc, "module"], "msg": msg, "type": "value_error"}]}
+        )
     if unit["model"] not in state.controlnet_models[1:]:
         return {}, _webui_error(500, "KeyError", repr(unit["model"]))
     return unit, None
 
 
-def _resolve_sampler(state: WebUIDoubleState, name: Optional[str], scheduler: Optional[str]) -> Tuple[Optional[str], str]:
+def _resolve_sampler(
+    state: WebUIDoubleState, name: Optional[str], scheduler: Optional[str]
+) -> Tuple[Optional[str], str]:
     """sd_samplers.get_sampler_and_scheduler (1.9+): split a schedule suffix; unknown -> the default sampler."""
     names = [s["name"] for s in state.samplers]
     if state.schedulers is None:  # before 1.9: validate_sampler_name
@@ -786,13 +866,34 @@ def _run_job(state: WebUIDoubleState, req: Dict[str, Any]) -> Tuple[Dict[str, An
     return model, done_steps / steps
 
 
-def _answer(state: WebUIDoubleState, req: Dict[str, Any], model: Dict[str, Any], units: List[Dict[str, Any]],
-            edges: List[Optional[np.ndarray]], init: Image.Image, sampler: str, scheduler: str, done: float) -> Dict[str, Any]:
+def _answer(
+    state: WebUIDoubleState,
+    req: Dict[str, Any],
+    model: Dict[str, Any],
+    units: List[Dict[str, Any]],
+    edges: List[Optional[np.ndarray]],
+    init: Image.Image,
+    sampler: str,
+    scheduler: str,
+    done: float,
+) -> Dict[str, Any]:
     known_loras = {entry["name"]: entry for entry in state.loras} | {entry["alias"]: entry for entry in state.loras}
     tags = [tag.split(":") for tag in _lora_tags(req["prompt"])]
     applied = [f"{known_loras[t[0]]['name']}: {_hash(t[0], 12)}" for t in tags if t and t[0] in known_loras]
-    key = "|".join(str(x) for x in (model["title"], req["prompt"], req["negative_prompt"], req["seed"], sampler,
-                                    scheduler, req["steps"], req["cfg_scale"], ";".join(applied)))
+    key = "|".join(
+        str(x)
+        for x in (
+            model["title"],
+            req["prompt"],
+            req["negative_prompt"],
+            req["seed"],
+            sampler,
+            scheduler,
+            req["steps"],
+            req["cfg_scale"],
+            ";".join(applied),
+        )
+    )
     image = init
     for unit, unit_edges in zip(units, edges):
         image = render_image(image, unit_edges, float(unit["weight"]), key, 0.0, done)
@@ -801,19 +902,44 @@ def _answer(state: WebUIDoubleState, req: Dict[str, Any], model: Dict[str, Any],
     images = [encode_png(image)]
     if req["send_images"] is False:
         images = []
-    images += [encode_png(Image.fromarray((e * 255).astype(np.uint8)).convert("RGB"))
-               for u, e in zip(units, edges) if u["save_detected_map"] and e is not None and req["send_images"]]
+    images += [
+        encode_png(Image.fromarray((e * 255).astype(np.uint8)).convert("RGB"))
+        for u, e in zip(units, edges)
+        if u["save_detected_map"] and e is not None and req["send_images"]
+    ]
     info = {
-        "prompt": req["prompt"], "all_prompts": [req["prompt"]], "negative_prompt": req["negative_prompt"],
-        "all_negative_prompts": [req["negative_prompt"]], "seed": req["seed"], "all_seeds": [req["seed"]],
-        "subseed": req["subseed"], "all_subseeds": [req["subseed"]], "subseed_strength": req["subseed_strength"],
-        "width": req["width"], "height": req["height"], "sampler_name": sampler, "cfg_scale": req["cfg_scale"],
-        "steps": req["steps"], "batch_size": 1, "restore_faces": False, "face_restoration_model": None,
-        "sd_model_name": model["model_name"], "sd_model_hash": model["hash"], "sd_vae_name": None, "sd_vae_hash": None,
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": req["denoising_strength"],
-        "extra_generation_params": {"Schedule type": scheduler}, "index_of_first_image": 0, "infotexts": [infotext],
-        "styles": [], "job_timestamp": state.progress.job_timestamp, "clip_skip": 1,
-        "is_using_inpainting_conditioning": False, "version": WEBUI_VERSION,
+        "prompt": req["prompt"],
+        "all_prompts": [req["prompt"]],
+        "negative_prompt": req["negative_prompt"],
+        "all_negative_prompts": [req["negative_prompt"]],
+        "seed": req["seed"],
+        "all_seeds": [req["seed"]],
+        "subseed": req["subseed"],
+        "all_subseeds": [req["subseed"]],
+        "subseed_strength": req["subseed_strength"],
+        "width": req["width"],
+        "height": req["height"],
+        "sampler_name": sampler,
+        "cfg_scale": req["cfg_scale"],
+        "steps": req["steps"],
+        "batch_size": 1,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": model["model_name"],
+        "sd_model_hash": model["hash"],
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": req["denoising_strength"],
+        "extra_generation_params": {"Schedule type": scheduler},
+        "index_of_first_image": 0,
+        "infotexts": [infotext],
+        "styles": [],
+        "job_timestamp": state.progress.job_timestamp,
+        "clip_skip": 1,
+        "is_using_inpainting_conditioning": False,
+        "version": WEBUI_VERSION,
     }
     parameters = dict(req)
     if not req["include_init_images"]:
@@ -832,7 +958,7 @@ def _lora_tags(prompt: str) -> List[str]:
         if end < 0:
             break
         tags.append(rest[start:end])
-        rest = rest[end + 1:]
+        rest = rest[end + 1 :]
     return tags
 
 
@@ -840,7 +966,11 @@ def _lora_tags(prompt: str) -> List[str]:
 
 
 class DoubleServer:
-    """Serve a double with uvicorn on 127.0.0.1 in a thread; stop ("kill") and restart it on the same port."""
+    """Serve a double (or any FastAPI app) with uvicorn on 127.0.0.1 in a thread.
+
+    stop() kills it like a crash (open connections dropped mid-request); start() again
+    serves on the same port, with the same state.
+    """
 
     def __init__(self, app: FastAPI, port: int = 0) -> None:
         self.app = app
@@ -864,7 +994,9 @@ class DoubleServer:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, args=(self._server, sock), daemon=True, name=f"webui-double-{self.port}")
+        self._thread = threading.Thread(
+            target=self._run, args=(self._server, sock), daemon=True, name=f"webui-double-{self.port}"
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -887,8 +1019,10 @@ class DoubleServer:
         if server is None or thread is None:
             return
         if abort_in_flight:
-            with self.state.lock:
-                self.state.generation += 1
+            state = getattr(self.app.state, "double", None)  # any FastAPI app can be served
+            if state is not None:
+                with state.lock:
+                    state.generation += 1
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._abort_connections, server)
             server.force_exit = True
@@ -912,3 +1046,31 @@ class DoubleServer:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Serve a double by hand or for benchmarks: python -m tests.doubles.webui_double --port 7860."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve the WebUI API test double (not a real WebUI) on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--flavor", choices=["a1111", "forge"], default="a1111")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds per img2img")
+    parser.add_argument("--fail-every", type=int, default=None)
+    parser.add_argument("--auth", default=None, help="user:pass, like --api-auth")
+    parser.add_argument("--lora", action="append", default=[], help="a LoRA name to list (repeatable)")
+    args = parser.parse_args(argv)
+    app = make_webui_double(
+        flavor=args.flavor, delay=args.delay, fail_every=args.fail_every, auth=args.auth, loras=args.lora
+    )
+    server = DoubleServer(app, port=args.port).start()
+    print(f"WebUI double ({args.flavor}) serving {server.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -109,7 +109,9 @@ class _Call:
 
 
 def wanted_from_spec(spec: JobSpec) -> Wanted:
-    return _wanted(spec.model.checkpoint, spec.model.loras, spec.sampling.sampler, spec.sampling.scheduler, spec.controlnet)
+    return _wanted(
+        spec.model.checkpoint, spec.model.loras, spec.sampling.sampler, spec.sampling.scheduler, spec.controlnet
+    )
 
 
 def wanted_from_request(request: Img2ImgRequest) -> Wanted:
@@ -121,9 +123,12 @@ def _wanted(checkpoint: str, loras: List[LoraRef], sampler: str, scheduler: str,
     return Wanted(checkpoint, tuple((lora.name, float(lora.weight)) for lora in loras), sampler, scheduler, controlnet)
 
 
-def build_payload(plan: ServerPlan, request: Img2ImgRequest, init_b64: str, control_b64: Optional[str]) -> Dict[str, Any]:
+def build_payload(
+    plan: ServerPlan, request: Img2ImgRequest, init_b64: str, control_b64: Optional[str]
+) -> Dict[str, Any]:
     """The /sdapi/v1/img2img body: only fields every supported WebUI (1.6+, Forge) accepts."""
-    prompt = request.prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in plan.lora_tags)
+    tags = [f"<lora:{name}:{weight:g}>" for name, weight in plan.lora_tags]
+    prompt = " ".join(part for part in [request.prompt, *tags] if part)
     payload: Dict[str, Any] = {
         "init_images": [init_b64],
         "denoising_strength": float(request.denoise),
@@ -154,8 +159,9 @@ def build_payload(plan: ServerPlan, request: Img2ImgRequest, init_b64: str, cont
 def controlnet_unit(plan: ServerPlan, cn: ControlNetSpec, image_b64: str) -> Dict[str, Any]:
     """One unit with the fields both sd-webui-controlnet's ControlNetUnit and Forge's accept.
 
-    'ours': our canny map with the identity preprocessor; 'server': the image is the source
-    frame and the server's canny runs on it with our thresholds.
+    With preprocessor 'ours' the image is our canny map (request.control_image), sent through
+    the identity preprocessor; with 'server' it is the source frame (the init image), which
+    the server's canny module turns into edges with our thresholds.
     """
     unit: Dict[str, Any] = {
         "enabled": True,
@@ -186,7 +192,8 @@ def result_from_response(response: Any, url: str, request: Img2ImgRequest) -> Im
     image = decode_image_base64(images[0])
     if image.size != (request.width, request.height):
         raise WebUIHTTPError(
-            BAD_RESPONSE, f"it returned a {image.width}x{image.height} image for a {request.width}x{request.height} frame"
+            BAD_RESPONSE,
+            f"it returned a {image.width}x{image.height} image for a {request.width}x{request.height} frame",
         )
     info = _parse_info(response.get("info"))
     infotexts = info.get("infotexts")
@@ -246,7 +253,8 @@ class WebUIApiBackend:
         self.concurrency = slots * len(self._servers)
         self._auth_given = settings.webui_auth is not None
         self._wanted = wanted_from_spec(spec)
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: interrupt() may run in a signal handler on a thread that holds the lock.
+        self._cond = threading.Condition(threading.RLock())
         self._preflight_lock = threading.Lock()
         self._progress_token = threading.Lock()
         self._ready = False
@@ -272,7 +280,7 @@ class WebUIApiBackend:
                 if not self._ready:  # another thread may have finished it meanwhile
                     self._preflight_locked()
         init_b64 = encode_png_base64(request.init_image)
-        control_b64 = encode_png_base64(request.control_image) if request.controlnet.enabled else None
+        control_b64 = self._control_image(request, init_b64)
         wanted = wanted_from_request(request)
         limit = self.policy.server_errors_per_frame or 2 * len(self._servers) + 1
         server_errors = 0
@@ -297,6 +305,15 @@ class WebUIApiBackend:
                 raise
             self._release(server, elapsed=time.monotonic() - started)
             return result
+
+    @staticmethod
+    def _control_image(request: Img2ImgRequest, init_b64: str) -> Optional[str]:
+        """The unit's image: our canny map, or for the server's canny the source frame (the init image)."""
+        if not request.controlnet.enabled:
+            return None
+        if request.controlnet.preprocessor == "server":
+            return init_b64
+        return encode_png_base64(request.control_image)
 
     def interrupt(self) -> None:
         """Cancel: stop the servers' current frames and make every call raise Cancelled."""
@@ -505,9 +522,11 @@ class WebUIApiBackend:
                     server.times_set_aside += 1
                     server.probe_at = time.monotonic() + self._probe_delay(server)
                     self._start_prober()
+                    others = any(not s.aside for s in self._servers)
                     messages.append(
                         f"WebUI server {server.url} set aside after {server.failures_in_row} failure(s) ({err.message}); "
-                        "the other servers go on and it is re-checked now and then."
+                        + ("the other servers go on and it " if others else "it ")
+                        + "is re-checked now and then."
                     )
             else:
                 delay = self.policy.backoff_seconds * 2 ** (server.failures_in_row - 1)
@@ -520,7 +539,9 @@ class WebUIApiBackend:
 
     def _render(self, server: _Server, payload: Dict[str, Any], request: Img2ImgRequest) -> Img2ImgResult:
         call = _Call(lambda: server.client.post_json("/sdapi/v1/img2img", payload))
-        polls_progress = len(self._servers) == 1 and self.on_progress is not None and self._progress_token.acquire(False)
+        polls_progress = (
+            len(self._servers) == 1 and self.on_progress is not None and self._progress_token.acquire(False)
+        )
         try:
             next_poll = time.monotonic() + self.policy.progress_seconds
             while not call.done.wait(self.policy.poll_seconds):

@@ -14,7 +14,9 @@ import io
 import json
 from typing import Any, Dict, Optional, Tuple
 
+import cv2
 import httpx
+import numpy as np
 from PIL import Image
 
 # Kinds of failure, from the backend's point of view.
@@ -27,6 +29,11 @@ SERVER_ERROR = "server_error"  # 5xx: the server failed while working on it
 BAD_RESPONSE = "bad_response"  # 2xx that is not what the WebUI sends (not JSON, no image)
 
 SERVER_DOWN_KINDS = (UNREACHABLE, TIMEOUT)
+
+# PNG settings for frames we send; the row filter option exists from OpenCV 4.11 on.
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+    _PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
 
 
 class WebUIHTTPError(Exception):
@@ -127,7 +134,9 @@ def _json_or_raise(response: httpx.Response, method: str, path: str) -> Any:
     status = response.status_code
     if status >= 400:
         detail = _error_detail(response)
-        raise WebUIHTTPError(_kind_for_status(status), describe_http_error(method, path, status, detail), status, detail)
+        raise WebUIHTTPError(
+            _kind_for_status(status), describe_http_error(method, path, status, detail), status, detail
+        )
     try:
         return response.json()
     except (ValueError, UnicodeDecodeError):
@@ -186,10 +195,17 @@ def _detail_text(detail: Any) -> str:
 
 
 def encode_png_base64(image: Image.Image) -> str:
-    """RGB PNG as base64 text; compress_level 1 because the bytes only cross a LAN/loopback."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    """RGB image -> base64 PNG text, the form init_images and a unit's image take.
+
+    OpenCV with one fixed row filter and zlib's run-length strategy: about 3x faster than
+    Pillow's adaptive filters + deflate for a 512x512 frame, and smaller than Pillow's
+    compress_level=1 (see benchmarks/bench_http_overhead.py).
+    """
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PARAMS)
+    if not ok:  # pragma: no cover - OpenCV only fails on empty or unsupported arrays
+        raise ValueError(f"OpenCV could not encode a {image.width}x{image.height} image as PNG")
+    return base64.b64encode(data.tobytes()).decode("ascii")
 
 
 def decode_image_base64(data: str) -> Image.Image:
@@ -197,7 +213,8 @@ def decode_image_base64(data: str) -> Image.Image:
     if data.startswith("data:image/"):
         data = data.split(",", 1)[1]
     try:
-        with Image.open(io.BytesIO(base64.b64decode(data, validate=False))) as image:
-            return image.convert("RGB")
+        image = Image.open(io.BytesIO(binascii.a2b_base64(data)))
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
     except (binascii.Error, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise WebUIHTTPError(BAD_RESPONSE, f"the returned image could not be decoded ({exc})") from None

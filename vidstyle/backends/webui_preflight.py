@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .webui_http import NOT_FOUND, TIMEOUT, UNAUTHORIZED, UNREACHABLE, WebUIClient, WebUIHTTPError
+from .webui_http import BAD_RESPONSE, NOT_FOUND, TIMEOUT, UNAUTHORIZED, UNREACHABLE, WebUIClient, WebUIHTTPError
 
 SD_WEBUI_CONTROLNET = "sd-webui-controlnet"
 FORGE_CONTROLNET = "forge"
@@ -83,8 +83,12 @@ def describe_server_error(url: str, err: WebUIHTTPError, auth_given: bool, what:
         if auth_given:
             return f"The WebUI at {url} rejected the user name or password; give the user:password of its --api-auth."
         return f"The WebUI at {url} requires a login (it runs with --api-auth); give its user:password."
+    if err.kind == BAD_RESPONSE:
+        return f"The server at {url} does not answer like a Stable Diffusion WebUI ({err.message}); check the URL and port."
     if err.kind == NOT_FOUND and what == "api":
-        return f"The WebUI at {url} does not serve its API (/sdapi/v1 routes answer 404); restart it with the --api flag."
+        return (
+            f"The WebUI at {url} does not serve its API (/sdapi/v1 routes answer 404); restart it with the --api flag."
+        )
     return f"The WebUI at {url} failed a check: {err.message}; check its console for errors."
 
 
@@ -105,7 +109,9 @@ def fetch_catalog(
         if wanted.loras:
             loras = _optional_list(client, "/sdapi/v1/loras", timeout)
             if loras is None:
-                problems.append(f"The WebUI at {url} lists no LoRAs (no /sdapi/v1/loras); enable its built-in Lora extension.")
+                problems.append(
+                    f"The WebUI at {url} lists no LoRAs (no /sdapi/v1/loras); enable its built-in Lora extension."
+                )
         if wanted.controlnet is not None:
             controlnet = _fetch_controlnet(client, timeout)
             if controlnet is None:
@@ -120,7 +126,13 @@ def fetch_catalog(
 
 def _list(value: Any) -> List[Any]:
     if not isinstance(value, list):
-        raise WebUIHTTPError("bad_response", "a list route did not return a JSON list")
+        raise WebUIHTTPError(BAD_RESPONSE, "a list route did not return a JSON list")
+    return value
+
+
+def _dict(value: Any) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise WebUIHTTPError(BAD_RESPONSE, "a ControlNet route did not return a JSON object")
     return value
 
 
@@ -147,10 +159,10 @@ def _fetch_controlnet(client: WebUIClient, timeout: float) -> Optional[ControlNe
         if err.kind == NOT_FOUND:
             return None
         raise
-    modules = client.get_json("/controlnet/module_list", timeout=timeout)
+    modules = _dict(client.get_json("/controlnet/module_list", timeout=timeout))
     return ControlNetCatalog(
         flavor=flavor,
-        models=[m for m in _list(models.get("model_list")) if m != "None"],
+        models=[m for m in _list(_dict(models).get("model_list")) if m != "None"],
         modules=_list(modules.get("module_list")),
         module_detail=modules.get("module_detail") or {},
     )
@@ -212,8 +224,16 @@ def _names(items: Iterable[str]) -> str:
 def _checkpoint_keys(entry: Dict[str, Any]) -> List[Optional[str]]:
     title = str(entry.get("title") or "")
     filename = str(entry.get("filename") or "")
-    return [title, strip_hash(title), _stem(strip_hash(title)), entry.get("model_name"), _base(filename), _stem(filename),
-            entry.get("hash"), entry.get("sha256")]
+    return [
+        title,
+        strip_hash(title),
+        _stem(strip_hash(title)),
+        entry.get("model_name"),
+        _base(filename),
+        _stem(filename),
+        entry.get("hash"),
+        entry.get("sha256"),
+    ]
 
 
 def _resolve_checkpoint(catalog: ServerCatalog, wanted: str, problems: List[str]) -> Optional[str]:
@@ -227,7 +247,8 @@ def _resolve_checkpoint(catalog: ServerCatalog, wanted: str, problems: List[str]
         return titles[0]
     if found:
         problems.append(
-            f"Checkpoint '{wanted}' matches several models on the WebUI at {catalog.url} ({_names(titles)}); give the full title."
+            f"Checkpoint '{wanted}' matches several models on the WebUI at {catalog.url} ({_names(titles)}); "
+            "give the full title."
         )
         return None
     available = [str(e.get("title")) for e in catalog.checkpoints]

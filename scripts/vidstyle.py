@@ -1,0 +1,286 @@
+"""Video Stylize in the AUTOMATIC1111 WebUI (and Forge): its tab, its settings, its HTTP routes.
+
+Glue only. The WebUI runs this file while the extension folder is first on sys.path, so
+the one import done here binds our package name `vidstyle` (the WebUI takes the folder off
+sys.path again right after); everything else happens inside the callbacks registered at
+the end:
+
+* on_ui_settings: the "Video Stylize" settings section;
+* on_ui_tabs: the tab (vidstyle.ui.build_tab over one vidstyle.manager.JobManager whose jobs
+  render in-process through the "webui_local" backend). A missing package or a missing
+  ControlNet extension gives a tab that says what to do instead of a broken WebUI;
+* on_app_started: /vidstyle/v1 (vidstyle.server.create_router) on the WebUI's FastAPI app
+  when the WebUI serves its API (--api or --nowebui), behind the WebUI's own --api-auth
+  check when that is set;
+* on_script_unloaded (Reload UI): the manager stops; an unfinished job stays resumable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from modules import script_callbacks
+
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+TAB_TITLE = "Video Stylize"
+TAB_ID = "vidstyle"
+SECTION = ("vidstyle", "Video Stylize")
+DEFAULT_OUTPUT_DIR = "outputs/vidstyle"
+DEFAULT_PRESET = "anime-canny-sd15"
+DEFAULT_GALLERY_SIZE = 8
+OPT_OUTPUT_DIR = "vidstyle_output_dir"
+OPT_PRESET = "vidstyle_default_preset"
+OPT_GALLERY_SIZE = "vidstyle_gallery_size"
+API_MODULES = ("vidstyle.backends.webui_local", "vidstyle.manager", "vidstyle.server")
+TAB_MODULES = API_MODULES + ("vidstyle.ui",)
+CONTROLNET_MISSING = (
+    "**Video Stylize needs ControlNet.** Install sd-webui-controlnet from *Extensions > Available* "
+    "(or *Install from URL*: https://github.com/Mikubill/sd-webui-controlnet), put a canny model such as "
+    "`control_v11p_sd15_canny` into `models/ControlNet`, then restart the WebUI. "
+    "In Forge, ControlNet is built in: enable `sd_forge_controlnet` in *Extensions > Installed*."
+)
+
+try:
+    import vidstyle  # noqa: F401  (binds the name while our folder is on sys.path)
+
+    _package_error: Optional[BaseException] = None
+except Exception as exc:  # told in the tab, never at WebUI start-up
+    _package_error = exc
+
+
+class _Host:
+    """What this load of the script owns: one JobManager, made on first use."""
+
+    def __init__(self) -> None:
+        self.manager: Any = None
+
+    def get_manager(self) -> Any:
+        if self.manager is None:
+            from vidstyle.backends import register_backend
+            from vidstyle.backends.webui_local import create
+            from vidstyle.manager import JobManager
+
+            register_backend("webui_local", create)
+            self.manager = JobManager(output_root())
+        return self.manager
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close(cancel=True)
+            self.manager = None
+
+
+_host = _Host()
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def option(key: str, default: Any) -> Any:
+    from modules import shared
+
+    value = getattr(shared.opts, key, default)
+    return default if value is None or value == "" else value
+
+
+def output_root() -> Path:
+    """The jobs folder; a relative setting lies inside the WebUI's data folder (--data-dir)."""
+    from modules import paths_internal
+
+    path = Path(str(option(OPT_OUTPUT_DIR, DEFAULT_OUTPUT_DIR))).expanduser()
+    return path if path.is_absolute() else Path(paths_internal.data_path) / path
+
+
+def preset_names() -> List[str]:
+    # Globbed here, not read through vidstyle.spec: settings register even when the engine cannot import.
+    return sorted(p.stem for p in (EXTENSION_ROOT / "presets" / "video").glob("*.toml")) or [DEFAULT_PRESET]
+
+
+def on_ui_settings() -> None:
+    import gradio as gr
+    from modules import shared
+
+    shared.opts.add_option(OPT_OUTPUT_DIR, shared.OptionInfo(
+        DEFAULT_OUTPUT_DIR, "Output folder for Video Stylize jobs (a relative path is inside the WebUI's data folder)",
+        section=SECTION).needs_reload_ui())
+    shared.opts.add_option(OPT_PRESET, shared.OptionInfo(
+        DEFAULT_PRESET, "Default preset", gr.Dropdown, lambda: {"choices": preset_names()},
+        section=SECTION).needs_reload_ui())
+    shared.opts.add_option(OPT_GALLERY_SIZE, shared.OptionInfo(
+        DEFAULT_GALLERY_SIZE, "Latest frames shown while a job renders", gr.Slider,
+        {"minimum": 1, "maximum": 64, "step": 1}, section=SECTION).needs_reload_ui())
+
+
+# -- start-up problems, told in the tab ------------------------------------------------------------
+
+
+def explain_import_error(exc: BaseException) -> str:
+    """Markdown: which package is missing and the command that installs it."""
+    missing = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ImportError) else ""
+    spec = None
+    try:
+        from vidstyle.deps import pip_command, pip_spec_for
+
+        spec = pip_spec_for(missing) if missing else None
+    except ImportError:
+        pass
+    if spec:
+        return (
+            f"**Video Stylize could not start:** the Python package `{missing}` is missing from the WebUI's Python.\n\n"
+            "Restart the WebUI: the extension's installer adds it. If it is still missing, run this, then restart:\n\n"
+            f"```\n{pip_command((spec,))}\n```"
+        )
+    return (
+        f"**Video Stylize could not start:** {type(exc).__name__}: {exc}.\n\n"
+        "Update the extension (*Extensions > Installed > Check for updates*) or reinstall it; "
+        "the console shows the details."
+    )
+
+
+def import_problem(needed: Tuple[str, ...] = TAB_MODULES) -> Optional[str]:
+    """None when our package and the `needed` modules import; else what to do, as Markdown."""
+    if _package_error is not None:
+        return explain_import_error(_package_error)
+    package_dir = Path(getattr(sys.modules.get("vidstyle"), "__file__", "") or "").resolve().parent
+    if package_dir != EXTENSION_ROOT / "vidstyle":
+        return (
+            f"**Video Stylize could not start:** another extension's `vidstyle` package ({package_dir}) "
+            "was loaded in place of ours; disable that extension in *Extensions > Installed* and restart the WebUI."
+        )
+    try:
+        for name in needed:
+            __import__(name)
+    except ImportError as exc:
+        return explain_import_error(exc)
+    except Exception as exc:  # a bug or a broken install: keep the traceback for the console
+        _report("Video Stylize: importing the engine failed")
+        return explain_import_error(exc)
+    return None
+
+
+def controlnet_problem() -> Optional[str]:
+    from vidstyle.backends.webui_local import find_controlnet
+
+    return None if find_controlnet() is not None else CONTROLNET_MISSING
+
+
+def _report(message: str) -> None:
+    """The WebUI's way to log an exception (with its traceback) from inside an except block."""
+    from modules import errors
+
+    errors.report(message, exc_info=True)
+
+
+def message_tab(markdown: str) -> List[Tuple[Any, str, str]]:
+    import gradio as gr
+
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        gr.Markdown(markdown, elem_id="vidstyle_problem")
+    return [(blocks, TAB_TITLE, TAB_ID)]
+
+
+# -- the tab --------------------------------------------------------------------------------------
+
+
+def on_ui_tabs() -> List[Tuple[Any, str, str]]:
+    problem = import_problem() or controlnet_problem()
+    if problem:
+        return message_tab(problem)
+    from vidstyle.backends import webui_local
+    from vidstyle.errors import VidstyleError
+    from vidstyle.ui import UiChoices, build_tab
+
+    choices = UiChoices(
+        checkpoints=webui_local.checkpoint_titles,
+        loras=webui_local.lora_names,
+        controlnet_models=webui_local.controlnet_model_names,
+        samplers=webui_local.sampler_names,
+        default_preset=str(option(OPT_PRESET, DEFAULT_PRESET)),
+        gallery_size=int(option(OPT_GALLERY_SIZE, DEFAULT_GALLERY_SIZE)),
+        backend_kind="webui_local",
+    )
+    try:
+        return [(build_tab(_host.get_manager(), choices), TAB_TITLE, TAB_ID)]
+    except VidstyleError as err:  # e.g. the output folder cannot be created
+        return message_tab(f"**Video Stylize could not start:** {err}")
+    except Exception as exc:
+        _report("Video Stylize: building the tab failed")
+        return message_tab(explain_import_error(exc))
+
+
+# -- the HTTP routes ------------------------------------------------------------------------------
+
+
+def api_credentials(text: Optional[str]) -> Dict[str, str]:
+    """--api-auth as modules/api/api.py reads it: 'user:password' pairs separated by commas."""
+    credentials: Dict[str, str] = {}
+    for pair in (text or "").split(","):
+        if pair:
+            user, _, password = pair.partition(":")
+            credentials[user] = password
+    return credentials
+
+
+def api_auth_dependency(credentials: Dict[str, str]) -> Callable[..., bool]:
+    """The WebUI API's own check (HTTP basic, any of the --api-auth users), for our routes."""
+    from secrets import compare_digest
+
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic
+
+    # No annotation on `given`: with postponed annotations FastAPI could not resolve a local
+    # import's name, and a Depends() default needs none.
+    def check(given=Depends(HTTPBasic())) -> bool:  # type: ignore[no-untyped-def]
+        expected = credentials.get(given.username)
+        if expected is not None and compare_digest(given.password.encode(), expected.encode()):
+            return True
+        raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+    return check
+
+
+def allowed_roots(jobs_root: Path) -> List[Path]:
+    """Folders API clients may name source videos in: the WebUI's data folder, the jobs folder,
+    and every --gradio-allowed-path (the WebUI's own list of folders it may serve files from)."""
+    from modules import paths_internal, shared
+
+    extra = getattr(shared.cmd_opts, "gradio_allowed_path", None) or []
+    roots: List[Path] = []
+    for candidate in [Path(paths_internal.data_path), jobs_root, *(Path(p) for p in extra)]:
+        resolved = candidate.expanduser().resolve()
+        if resolved not in roots:
+            roots.append(resolved)
+    return roots
+
+
+def on_app_started(demo: Any, app: Any) -> None:
+    from modules import shared
+
+    cmd_opts = shared.cmd_opts
+    # Served exactly when the WebUI serves /sdapi/v1, so starting jobs over HTTP is never
+    # more open than the user made the WebUI's own API.
+    if not (getattr(cmd_opts, "api", False) or getattr(cmd_opts, "nowebui", False)):
+        return
+    if import_problem(API_MODULES) is not None:
+        print("Video Stylize: /vidstyle/v1 is not served; the Video Stylize tab says why.", file=sys.stderr)
+        return
+    from fastapi import Depends
+
+    from vidstyle.server import create_router
+
+    manager = _host.get_manager()
+    credentials = api_credentials(getattr(cmd_opts, "api_auth", None))
+    dependencies = [Depends(api_auth_dependency(credentials))] if credentials else None
+    app.include_router(create_router(manager, allowed_roots(manager.output_root)), dependencies=dependencies)
+
+
+def on_script_unloaded() -> None:
+    _host.close()
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_ui_tabs(on_ui_tabs)
+script_callbacks.on_app_started(on_app_started)
+script_callbacks.on_script_unloaded(on_script_unloaded)

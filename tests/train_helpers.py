@@ -1,0 +1,96 @@
+"""Shared helpers for the trainer tests (config, launch, report): small datasets laid out as
+`python -m trainer prep` writes them, checkpoint files with SD1.5/SDXL tensor names in their
+header, run folders, TensorBoard event files and sample images in sd-scripts' naming."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from PIL import Image
+
+SD_SCRIPTS_DOUBLE = Path(__file__).resolve().parent / "doubles" / "sd_scripts_double"
+
+SD15_KEYS = ("cond_stage_model.transformer.text_model.embeddings.position_ids", "model.diffusion_model.input_blocks.0.0.weight")
+SDXL_KEYS = ("conditioner.embedders.1.model.ln_final.weight", "model.diffusion_model.input_blocks.0.0.weight")
+
+
+def write_safetensors_header(path: Path, names: Iterable[str], metadata: Optional[Dict[str, str]] = None) -> Path:
+    """A file with a valid .safetensors header (2-byte tensors): enough for family detection."""
+    header: Dict[str, object] = {}
+    offset = 0
+    for name in names:
+        header[name] = {"dtype": "F16", "shape": [1], "data_offsets": [offset, offset + 2]}
+        offset += 2
+    header["__metadata__"] = metadata or {"format": "pt"}
+    raw = json.dumps(header).encode("utf-8")
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * offset)
+    return path
+
+
+def make_checkpoint(folder: Path, family: str = "sd15") -> Path:
+    return write_safetensors_header(folder / f"{family}-base.safetensors", SDXL_KEYS if family == "sdxl" else SD15_KEYS)
+
+
+def make_dataset(
+    folder: Path,
+    name: str = "mikuchan",
+    repeats: int = 5,
+    train: int = 4,
+    val: int = 2,
+    prep: Optional[dict] = None,
+    captions: bool = True,
+) -> Path:
+    """DATASET/img/N_name/*.png+.txt, DATASET/val/*.png+.txt, DATASET/prep.json (prep's layout)."""
+    images = folder / "img" / f"{repeats}_{name}"
+    images.mkdir(parents=True)
+    for i in range(train):
+        Image.new("RGB", (64, 80), (40 * i % 255, 120, 200)).save(images / f"train_{i:02d}.png")
+        if captions:
+            (images / f"train_{i:02d}.txt").write_text(f"{name}, 1girl, twintails, pose {i}", encoding="utf-8")
+    if val:
+        (folder / "val").mkdir()
+        for i in range(val):
+            Image.new("RGB", (64, 80), (200, 60 * i % 255, 30)).save(folder / "val" / f"val_{i:02d}.png")
+            (folder / "val" / f"val_{i:02d}.txt").write_text(f"{name}, 1girl, sitting, chair --oops, held {i}", encoding="utf-8")
+    if prep is not False:
+        data = prep if prep is not None else {"options": {"name": name}, "dataset": {"trigger": name, "resolution": 512}}
+        (folder / "prep.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder
+
+
+def config_argv(dataset: Path, model: Path, out: Path, *presets: str, extra: Sequence[str] = ()) -> List[str]:
+    argv = ["config", "--dataset", str(dataset), "--model", str(model), "--out", str(out)]
+    for preset in presets or ("sd15-character",):
+        argv += ["--preset", preset]
+    return argv + list(extra)
+
+
+def write_events(folder: Path, steps: Dict[str, Sequence[Tuple[int, float]]], wall_time: Optional[float] = None) -> Path:
+    """TensorBoard scalar events as accelerate's tracker writes them (Summary.Value simple_value)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = EventFileWriter(str(folder))
+    stamp = wall_time if wall_time is not None else time.time()
+    for tag, series in steps.items():
+        for step, value in series:
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
+            writer.add_event(event_pb2.Event(wall_time=stamp, step=int(step), summary=summary))
+    writer.close()
+    return folder
+
+
+def sample_name(output_name: str, epoch: int, index: int, stamp: str = "20260101120000", seed: Optional[int] = 1234) -> str:
+    """sd-scripts' sample file name: {name}_e{epoch:06d}_{index:02d}_{YYYYmmddHHMMSS}_{seed}.png"""
+    return f"{output_name}_e{epoch:06d}_{index:02d}_{stamp}" + (f"_{seed}" if seed is not None else "") + ".png"
+
+
+def write_sample(folder: Path, name: str, color: Tuple[int, int, int], size: int = 48) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), color).save(folder / name)
+    return folder / name

@@ -1,0 +1,557 @@
+"""The run folder: plan it from presets + a prepared dataset, write it, load it back.
+
+    RUN/run.json            what we know that sd-scripts' files cannot hold (family, trigger, presets...)
+    RUN/dataset.toml        --dataset_config
+    RUN/config.toml         --config_file
+    RUN/sample_prompts.txt  fixed-seed prompts drawn after every epoch
+    RUN/command.txt         the launcher argv, shell-quoted for reading (we never run it through a shell)
+    RUN/output/             LoRAs per epoch, state folders, sample/ images (sd-scripts writes these)
+    RUN/logs/               TensorBoard event files (sd-scripts writes these)
+
+The dataset folder comes from `python -m trainer prep`: DATASET/img/N_name/ (kohya's folder
+convention, N = repeats), DATASET/val/ (held-out images + captions) and DATASET/prep.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from vidstyle.atomic import write_text
+from vidstyle.compat import BaseModel, Extra, Field, ValidationError, describe_validation_error
+from vidstyle.errors import JobStateError, ModelNotFoundError, SpecError, UserInputError
+
+from .config import (
+    DatasetConfig,
+    Family,
+    TrainArgs,
+    check_run,
+    get_family,
+    load_dataset_config,
+    load_train_args,
+    parse_dataset_config,
+    parse_train_args,
+    write_dataset_config,
+    write_train_args,
+)
+from .presets import PresetStack
+from .safetensors_header import read_header
+
+# sd-scripts' IMAGE_EXTENSIONS (without the optional avif/jxl plugins)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CONCEPT_DIR = re.compile(r"^(\d+)_(.+)$")
+RUN_FILE = "run.json"
+VALIDATION_MODES = ("auto", "heldout", "split", "off")
+# Keys that point into the run folder; `trainer config` owns them.
+MANAGED_KEYS = ("pretrained_model_name_or_path", "dataset_config", "output_dir", "logging_dir", "sample_prompts")
+
+
+# --------------------------------------------------------------------------- dataset folder
+
+
+@dataclass
+class Concept:
+    image_dir: Path
+    repeats: int
+    name: str
+    images: int
+
+
+@dataclass
+class DatasetInfo:
+    root: Path
+    concepts: List[Concept]
+    val_dir: Optional[Path]
+    val_images: int
+    trigger: str
+    prep: Dict[str, Any] = field(default_factory=dict)
+
+
+def list_images(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _read_prep(root: Path) -> Dict[str, Any]:
+    """prep.json is optional and read defensively: a broken one is ignored, not fatal."""
+    path = root / "prep.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _prep_text(prep: Dict[str, Any], section: str, key: str) -> Optional[str]:
+    table = prep.get(section)
+    value = table.get(key) if isinstance(table, dict) else None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _prep_trigger(prep: Dict[str, Any]) -> Optional[str]:
+    """prep writes dataset.trigger; older or hand-made files may only have options.trigger/name."""
+    return _prep_text(prep, "dataset", "trigger") or _prep_text(prep, "options", "trigger") or _prep_text(prep, "options", "name")
+
+
+def prep_resolution(info: "DatasetInfo") -> Optional[int]:
+    for section, key in (("dataset", "resolution"), ("options", "size")):
+        table = info.prep.get(section)
+        value = table.get(key) if isinstance(table, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def inspect_dataset(dataset_dir: Path) -> DatasetInfo:
+    root = dataset_dir.resolve()
+    if not root.is_dir():
+        raise UserInputError(f"Dataset folder {dataset_dir} does not exist; run `python -m trainer prep` first.")
+    image_root = root / "img" if (root / "img").is_dir() else root
+    concepts = []
+    for folder in sorted(p for p in image_root.iterdir() if p.is_dir()):
+        match = CONCEPT_DIR.match(folder.name)
+        if not match:
+            continue
+        images = len(list_images(folder))
+        if images and int(match.group(1)) >= 1:
+            concepts.append(Concept(folder, int(match.group(1)), match.group(2), images))
+    if not concepts:
+        raise UserInputError(
+            f"No image folder named like '10_name' with images in {image_root}; prepare the dataset with `python -m trainer prep`."
+        )
+    prep = _read_prep(root)
+    trigger = _prep_trigger(prep) or concepts[0].name
+    val_dir = root / "val"
+    val_images = len(list_images(val_dir))
+    return DatasetInfo(root, concepts, val_dir if val_images else None, val_images, trigger.strip(), prep)
+
+
+def read_caption(image: Path, extension: str = ".txt") -> Optional[str]:
+    path = image.with_suffix(extension)
+    try:
+        return " ".join(path.read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_model(model: str, family: Family) -> str:
+    """A local checkpoint becomes an absolute path (checked against the family); a Hugging Face
+    repo id (`org/name`) is passed through, as sd-scripts downloads those itself."""
+    path = Path(model).expanduser()
+    if path.exists():
+        detected = detect_family(path)
+        if detected and detected != family.name:
+            names = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2"}
+            raise SpecError(
+                f"{path.name} looks like an {names[detected]} checkpoint but the preset trains {names[family.name]}; "
+                f"use a {'sdxl' if detected == 'sdxl' else 'sd15'}-* preset or another checkpoint."
+            )
+        return str(path.resolve())
+    if is_hub_id(model):
+        return model
+    raise ModelNotFoundError(f"Checkpoint {model} does not exist; give the path of a .safetensors/.ckpt file or a diffusers folder.")
+
+
+def is_hub_id(model: str) -> bool:
+    """`org/name` without a file extension: a Hugging Face repo id sd-scripts downloads itself."""
+    file_like = Path(model).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+    return bool(re.match(r"^[\w.\-]+/[\w.\-]+$", model)) and not file_like and not Path(model).exists()
+
+
+def detect_family(path: Path) -> Optional[str]:
+    """Guess sd15 / sdxl / sd2 from tensor names (or a diffusers model_index.json); None if unsure."""
+    if path.is_dir():
+        try:
+            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        name = str(index.get("_class_name", ""))
+        return "sdxl" if "XL" in name else "sd15" if name == "StableDiffusionPipeline" else None
+    if path.suffix.lower() != ".safetensors":
+        return None
+    names, _ = read_header(path)
+    if any(n.startswith("conditioner.embedders.1.") for n in names):
+        return "sdxl"
+    if any(n.startswith("cond_stage_model.model.") for n in names):
+        return "sd2"
+    if any(n.startswith("cond_stage_model.transformer.") for n in names):
+        return "sd15"
+    return None
+
+
+# --------------------------------------------------------------------------- samples
+
+
+class SamplesSpec(BaseModel):
+    """[samples] of a preset: prompts drawn after every epoch with fixed seeds, so that the
+    same cell of the epoch x prompt grid differs only by what the LoRA learned."""
+
+    class Config:
+        extra = Extra.forbid
+
+    prompts: List[str] = Field(default_factory=lambda: ["{trigger}"], min_items=1)
+    negative: str = ""
+    width: Optional[int] = Field(None, ge=64, le=4096)
+    height: Optional[int] = Field(None, ge=64, le=4096)
+    steps: int = Field(28, ge=1, le=150)
+    cfg: float = Field(7.0, ge=1, le=30)
+    seed: int = Field(1234, ge=0)
+    sampler: Optional[str] = None
+    heldout: int = Field(2, ge=0, le=16, description="Prompts taken from held-out captions (images the LoRA never saw).")
+
+
+class InstallSpec(BaseModel):
+    class Config:
+        extra = Extra.forbid
+
+    preferred_weight: float = Field(0.8, ge=0, le=2)
+
+
+@dataclass
+class SamplePrompt:
+    prompt: str
+    negative: str
+    width: int
+    height: int
+    seed: int
+    steps: int
+    cfg: float
+    sampler: Optional[str] = None
+    source: str = "preset"
+
+    def line(self) -> str:
+        parts = [self.prompt]
+        if self.negative:
+            parts.append(f"--n {self.negative}")
+        parts += [f"--w {self.width}", f"--h {self.height}", f"--d {self.seed}", f"--l {self.cfg:g}", f"--s {self.steps}"]
+        if self.sampler:
+            parts.append(f"--ss {self.sampler}")
+        return " ".join(parts)
+
+
+def _prompt_text(text: str) -> str:
+    # " --" starts an option in sd-scripts' prompt lines; a caption must not contain it
+    return " ".join(text.replace(" --", " -").split())
+
+
+def _with_trigger(caption: str, trigger: str) -> str:
+    tags = [t.strip() for t in caption.split(",")]
+    return caption if trigger in tags else f"{trigger}, {caption}" if caption else trigger
+
+
+def build_sample_prompts(spec: SamplesSpec, family: Family, info: DatasetInfo) -> List[SamplePrompt]:
+    width = spec.width or family.default_resolution
+    height = spec.height or family.default_resolution
+    common = dict(negative=_prompt_text(spec.negative), width=width, height=height, steps=spec.steps, cfg=spec.cfg, sampler=spec.sampler)
+    prompts = [
+        SamplePrompt(prompt=_prompt_text(text.replace("{trigger}", info.trigger)), seed=spec.seed + i, **common)  # type: ignore[arg-type]
+        for i, text in enumerate(spec.prompts)
+    ]
+    captions = [c for c in (read_caption(img) for img in list_images(info.val_dir)) if c] if info.val_dir else []
+    for i, caption in enumerate(captions[: spec.heldout]):
+        prompts.append(
+            SamplePrompt(prompt=_prompt_text(_with_trigger(caption, info.trigger)), seed=spec.seed + len(spec.prompts) + i, source="heldout", **common)  # type: ignore[arg-type]
+        )
+    return prompts
+
+
+def sample_prompts_text(prompts: Sequence[SamplePrompt], trigger: str) -> str:
+    lines = [
+        "# Sample prompts drawn by sd-scripts after each epoch (one per line; options after ' --').",
+        f"# Fixed seeds (--d) keep each grid cell comparable across epochs. Trigger word: {trigger}",
+        "# Edit freely; lines starting with '#' are ignored. Keep the order if a report already exists.",
+    ]
+    lines += [p.line() for p in prompts if p.source == "preset"]
+    held = [p.line() for p in prompts if p.source == "heldout"]
+    if held:
+        lines.append("# From held-out captions: poses and outfits the LoRA never saw in training.")
+        lines += held
+    return "\n".join(lines) + "\n"
+
+
+def parse_prompt_line(line: str) -> Dict[str, Any]:
+    """What sd-scripts reads from one prompt line (train_util.line_to_prompt_dict)."""
+    parts = line.split(" --")
+    result: Dict[str, Any] = {"prompt": parts[0].strip()}
+    patterns = {"w": ("width", int), "h": ("height", int), "d": ("seed", int), "s": ("steps", int), "l": ("scale", float), "n": ("negative", str), "ss": ("sampler", str)}
+    for part in parts[1:]:
+        match = re.match(r"^(ss|[whdsln]) (.+)$", part.strip(), re.IGNORECASE)
+        if match and match.group(1).lower() in patterns:
+            name, kind = patterns[match.group(1).lower()]
+            try:
+                result[name] = kind(match.group(2).strip())
+            except ValueError:
+                pass
+    return result
+
+
+def read_sample_prompts(path: Path) -> List[Dict[str, Any]]:
+    """Prompt lines in the order sd-scripts numbers them (the _NN_ in sample file names)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [parse_prompt_line(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class RunPlan:
+    family: Family
+    dataset: DatasetConfig
+    train: TrainArgs
+    prompts: List[SamplePrompt]
+    info: DatasetInfo
+    presets: List[str]
+    validation: str
+    preferred_weight: float
+    warnings: List[str]
+
+
+def safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_")
+    return name or "lora"
+
+
+def _validated(model: Any, data: Any, what: str) -> Any:
+    try:
+        return model.parse_obj(data)
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc, what)) from None
+
+
+def _dataset_dict(stack: PresetStack, info: DatasetInfo, validation: str, split: float, seed: int) -> Dict[str, Any]:
+    general = {"caption_extension": ".txt", **stack.table("dataset")}
+    if "validation_split" in general:
+        raise UserInputError("Set validation with --validation split --validation-split F, not dataset.validation_split.")
+    subsets = [
+        {"image_dir": str(c.image_dir), "num_repeats": c.repeats, "class_tokens": info.trigger, **stack.table("subset")}
+        for c in info.concepts
+    ]
+    datasets: List[Dict[str, Any]] = [{"subsets": subsets}]
+    if validation == "split":
+        datasets[0].update(validation_split=float(split), validation_seed=seed)
+    elif validation == "heldout":
+        datasets.append(_heldout_dataset(general, stack.table("subset"), info))
+    return {"general": general, "datasets": datasets}
+
+
+def _heldout_dataset(general: Dict[str, Any], subset: Dict[str, Any], info: DatasetInfo) -> Dict[str, Any]:
+    """DATASET/val as validation data. sd-scripts only knows validation_split; with 1.0 its
+    split_train_val() gives this dataset no training images and all of them to validation.
+    Random augmentations are switched off there so the validation loss stays comparable."""
+    randomness = {
+        "shuffle_caption": False, "flip_aug": False, "color_aug": False, "random_crop": False,
+        "caption_dropout_rate": 0.0, "caption_tag_dropout_rate": 0.0, "caption_dropout_every_n_epochs": 0,
+        "token_warmup_step": 0.0,
+    }  # fmt: skip
+    fixed = {k: v for k, v in randomness.items() if general.get(k) or subset.get(k)}
+    sub = {"image_dir": str(info.val_dir), "num_repeats": 1, "class_tokens": info.trigger, **fixed}
+    return {"validation_split": 1.0, "subsets": [sub]}
+
+
+def _train_dict(stack: PresetStack, run_dir: Path, model: str, info: DatasetInfo, name: Optional[str]) -> Dict[str, Any]:
+    train = dict(stack.table("train"))
+    for key in MANAGED_KEYS:
+        if key in train:
+            raise UserInputError(f"'{key}' is set by `trainer config` (use --model, --dataset and --out), not by a preset or --set.")
+    output_name = name or train.pop("output_name", None) or safe_name(info.trigger)
+    run = run_dir.resolve()
+    train.update(
+        pretrained_model_name_or_path=model,
+        dataset_config=str(run / "dataset.toml"),
+        output_dir=str(run / "output"),
+        output_name=output_name,
+        logging_dir=str(run / "logs"),
+        sample_prompts=str(run / "sample_prompts.txt"),
+    )
+    train.setdefault("log_with", "tensorboard")
+    train.setdefault("console_log_simple", True)  # plain log lines: rich wraps them at 80 columns in a pipe
+    train.setdefault("metadata_trigger_phrase", info.trigger)
+    train.setdefault("metadata_title", output_name)
+    return train
+
+
+def _caption_warnings(dataset: DatasetConfig, info: DatasetInfo) -> List[str]:
+    keep = dataset.general.keep_tokens or 0
+    if not keep or not dataset.general.shuffle_caption:
+        return []
+    misplaced = 0
+    for concept in info.concepts:
+        for image in list_images(concept.image_dir):
+            caption = read_caption(image)
+            if caption and caption.split(",")[0].strip() != info.trigger:
+                misplaced += 1
+    if not misplaced:
+        return []
+    return [f"{misplaced} captions do not start with the trigger word '{info.trigger}', so keep_tokens = {keep} keeps another tag in place."]
+
+
+def _size_warnings(dataset: DatasetConfig, info: DatasetInfo) -> List[str]:
+    prepared = prep_resolution(info)
+    res = dataset.general.resolution
+    side = max(res) if isinstance(res, (list, tuple)) else res
+    if prepared and side and prepared < side:
+        return [f"the dataset was prepared at {prepared} px but training runs at {side} px, so images are upscaled; "
+                f"re-run prep with --size {side}."]
+    return []
+
+
+def _split_overlap(info: DatasetInfo, split: float) -> List[str]:
+    """sd-scripts' split_train_val() rounds the training part up and the validation part
+    separately: small folders get no validation image, or images in both parts."""
+    warnings = []
+    for c in info.concepts:
+        val = round(c.images * split)
+        if val == 0:
+            warnings.append(f"a validation split of {split:g} leaves {c.image_dir.name} ({c.images} images) no validation image.")
+        elif math.ceil(c.images * (1 - split)) + val > c.images:
+            warnings.append(
+                f"with {c.images} images, sd-scripts' validation split also trains on the validation images of {c.image_dir.name}; "
+                "the validation loss will look too good (a DATASET/val folder avoids this)."
+            )
+    return warnings
+
+
+def plan_run(
+    stack: PresetStack,
+    dataset_dir: Path,
+    model: str,
+    run_dir: Path,
+    validation: str = "auto",
+    validation_split: float = 0.1,
+    name: Optional[str] = None,
+) -> RunPlan:
+    family = get_family(stack.family)
+    info = inspect_dataset(dataset_dir)
+    if validation not in VALIDATION_MODES:
+        raise UserInputError(f"Unknown validation mode '{validation}'; use one of {', '.join(VALIDATION_MODES)}.")
+    if validation == "auto":
+        validation = "heldout" if info.val_dir else "off"
+    if validation == "heldout" and not info.val_dir:
+        raise UserInputError(f"{info.root} has no val/ folder with images; use --validation split or off.")
+    if not 0 < validation_split < 1:
+        raise UserInputError(f"--validation-split must be between 0 and 1, not {validation_split}.")
+    model_ref = resolve_model(model, family)
+    train_data = _train_dict(stack, run_dir, model_ref, info, name)
+    seed = train_data.get("seed", 42) if isinstance(train_data.get("seed", 42), int) else 42
+    dataset = parse_dataset_config(_dataset_dict(stack, info, validation, validation_split, seed), what="dataset settings")
+    train = parse_train_args(train_data, what="training settings")
+    samples = _validated(SamplesSpec, stack.table("samples"), "[samples] settings")
+    install = _validated(InstallSpec, stack.table("install"), "[install] settings")
+    warnings = check_run(family, dataset, train) + _caption_warnings(dataset, info) + _size_warnings(dataset, info)
+    if validation == "split":
+        warnings += _split_overlap(info, validation_split)
+    if validation == "off":
+        warnings.append("no validation loss (validation is off or DATASET/val has no images): pick the epoch from the sample grid alone.")
+    prompts = build_sample_prompts(samples, family, info)
+    return RunPlan(family, dataset, train, prompts, info, stack.names, validation, install.preferred_weight, warnings)
+
+
+def header_text(plan: RunPlan, what: str) -> str:
+    return (
+        f"{what} written by `python -m trainer config` ({time.strftime('%Y-%m-%d %H:%M')}).\n"
+        f"Presets: {', '.join(plan.presets)}; family {plan.family.name} ({plan.family.script}).\n"
+        "Edit freely: `python -m trainer train` validates this file again before launching\n"
+        "(sd-scripts itself would silently ignore a misspelled key here)."
+    )
+
+
+def write_run(plan: RunPlan, run_dir: Path, command: str, argv: Sequence[str]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_dataset_config(run_dir / "dataset.toml", plan.dataset, header_text(plan, "Dataset config (--dataset_config)"))
+    write_train_args(run_dir / "config.toml", plan.train, header_text(plan, "Training config (--config_file)"))
+    write_text(run_dir / "sample_prompts.txt", sample_prompts_text(plan.prompts, plan.info.trigger))
+    write_text(run_dir / "command.txt", command + "\n")
+    meta = {
+        "version": 1,
+        "family": plan.family.name,
+        "script": plan.family.script,
+        "trigger": plan.info.trigger,
+        "presets": plan.presets,
+        "dataset": str(plan.info.root),
+        "model": plan.train.pretrained_model_name_or_path,
+        "output_name": plan.train.output_name,
+        "validation": plan.validation,
+        "preferred_weight": plan.preferred_weight,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "warnings": plan.warnings,
+        "argv": list(argv),
+    }
+    write_text(run_dir / RUN_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Run:
+    """A run folder as the launcher, report and installer see it (files re-validated)."""
+
+    dir: Path
+    meta: Dict[str, Any]
+    family: Family
+    train: TrainArgs
+    dataset: DatasetConfig
+    warnings: List[str]
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.train.output_dir)
+
+    @property
+    def output_name(self) -> str:
+        return self.train.output_name
+
+    @property
+    def logging_dir(self) -> Optional[Path]:
+        return Path(self.train.logging_dir) if self.train.logging_dir else None
+
+    @property
+    def trigger(self) -> str:
+        return str(self.meta.get("trigger") or self.output_name)
+
+    @property
+    def sample_prompts_path(self) -> Optional[Path]:
+        return Path(self.train.sample_prompts) if self.train.sample_prompts else None
+
+    @property
+    def uses_validation(self) -> bool:
+        return any((ds.validation_split or 0) > 0 for ds in self.dataset.datasets) or bool(self.dataset.general.validation_split)
+
+
+def read_meta(run_dir: Path) -> Dict[str, Any]:
+    path = run_dir / RUN_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JobStateError(f"{run_dir} is not a training run folder (no {RUN_FILE}); create one with `python -m trainer config`.") from None
+    except (OSError, ValueError) as exc:
+        raise JobStateError(f"Cannot read {path}: {exc}; re-create the run with `python -m trainer config`.") from None
+    if not isinstance(meta, dict):
+        raise JobStateError(f"{path} is damaged; re-create the run with `python -m trainer config`.")
+    return meta
+
+
+def load_run(run_dir: Path) -> Run:
+    run_dir = run_dir.resolve()
+    meta = read_meta(run_dir)
+    family = get_family(str(meta.get("family", "")))
+    train = load_train_args(run_dir / "config.toml")
+    dataset_path = Path(train.dataset_config)
+    if not dataset_path.is_absolute():
+        dataset_path = run_dir / dataset_path
+    dataset = load_dataset_config(dataset_path)
+    warnings = check_run(family, dataset, train)
+    return Run(run_dir, meta, family, train, dataset, warnings)

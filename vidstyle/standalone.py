@@ -1,0 +1,139 @@
+"""`vidstyle ui` and `vidstyle serve`: the tab and the job API without the WebUI.
+
+Jobs render with the backend their spec names (diffusers on this machine, or running WebUIs
+over HTTP); the model pickers list what lies in the models folder (VIDSTYLE_MODELS, default
+OUTPUT_ROOT/../models) plus the built-in random-weight 'tiny' model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import UserInputError
+from .manager import JobManager
+from .spec import SAMPLERS, list_presets
+
+DEFAULT_PRESET = "anime-canny-sd15"
+LORA_FOLDERS = {"lora", "loras"}
+
+
+def models_dir(output_root: Path) -> Path:
+    return Path(os.environ.get("VIDSTYLE_MODELS") or Path(output_root).resolve().parent / "models")
+
+
+def _model_files(root: Path) -> List[Path]:
+    """*.safetensors files and diffusers folders (model_index.json or config.json) under root."""
+    if not root.is_dir():
+        return []
+    found = sorted(root.rglob("*.safetensors"))
+    found += sorted(p.parent for p in root.rglob("model_index.json"))
+    found += sorted(p.parent for p in root.rglob("config.json") if "control" in p.parent.name.lower())
+    return found
+
+
+def _is_lora(path: Path, root: Path) -> bool:
+    return any(part.lower() in LORA_FOLDERS for part in path.relative_to(root).parts[:-1])
+
+
+def _is_controlnet(path: Path) -> bool:
+    return "control" in path.name.lower()
+
+
+def local_choices(output_root: Path) -> Dict[str, List[str]]:
+    """Model names for the pickers, sorted into checkpoints, LoRAs and ControlNets by folder and name."""
+    root = models_dir(output_root)
+    files = _model_files(root)
+    loras = [str(p) for p in files if _is_lora(p, root)]
+    controlnets = [str(p) for p in files if not _is_lora(p, root) and _is_controlnet(p)]
+    checkpoints = [str(p) for p in files if str(p) not in loras and str(p) not in controlnets]
+    return {"checkpoints": ["tiny"] + checkpoints, "loras": loras, "controlnet_models": ["tiny"] + controlnets}
+
+
+def _ui_choices(output_root: Path) -> Any:
+    from .ui import UiChoices
+
+    return UiChoices(
+        checkpoints=lambda: local_choices(output_root)["checkpoints"],
+        loras=lambda: local_choices(output_root)["loras"],
+        controlnet_models=lambda: local_choices(output_root)["controlnet_models"],
+        samplers=lambda: list(SAMPLERS),
+        default_preset=DEFAULT_PRESET if DEFAULT_PRESET in list_presets() else (list_presets() or [""])[0],
+        gallery_size=8,
+        backend_kind=None,
+    )
+
+
+def enable_queue(blocks: Any, workers: int = 8) -> Any:
+    """Turn on gradio's queue (generators need it) with room for several pollers at once."""
+    import gradio as gr
+
+    if int(gr.__version__.split(".")[0]) >= 4:
+        return blocks.queue(default_concurrency_limit=workers)
+    return blocks.queue(concurrency_count=workers)
+
+
+def build_standalone_ui(output_root: Path) -> Any:
+    """The tab as a complete gradio app over a JobManager for output_root (not launched)."""
+    try:
+        from .ui import build_tab
+    except ModuleNotFoundError as exc:
+        raise UserInputError(f"The UI needs gradio ({exc}); install it with: pip install 'vidstyle[ui]'.") from None
+    except ImportError as exc:  # installed, but built for other versions of its dependencies
+        raise UserInputError(
+            f"gradio is installed but cannot be imported ({exc}); install a gradio release that matches "
+            "the installed huggingface_hub and starlette, e.g. pip install -U gradio."
+        ) from None
+    manager = JobManager(Path(output_root))
+    blocks = build_tab(manager, _ui_choices(Path(output_root)))
+    blocks.title = "Vidstyle"
+    return enable_queue(blocks)
+
+
+def serve_ui(host: str, port: int, output_root: Path) -> int:
+    """Serve the Video Stylize tab on http://host:port until Ctrl-C."""
+    output_root = Path(output_root).resolve()
+    app = build_standalone_ui(output_root)
+    print(f"vidstyle ui: jobs in {output_root}; models from {models_dir(output_root)}", file=sys.stderr)
+    try:
+        app.launch(server_name=host, server_port=port, allowed_paths=[str(output_root)], inbrowser=False,
+                   show_error=True, quiet=False)
+    except OSError as exc:
+        raise UserInputError(f"Cannot listen on {host}:{port} ({exc}); choose another --port.") from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0
+
+
+def allowed_roots_from_env(output_root: Path, extra: Optional[Sequence[Path]] = None) -> List[Path]:
+    """Folders the API may read source videos from: VIDSTYLE_ALLOWED_ROOTS (os.pathsep-separated),
+    else the current folder; uploads always land inside output_root."""
+    configured = os.environ.get("VIDSTYLE_ALLOWED_ROOTS")
+    roots = [Path(p) for p in configured.split(os.pathsep) if p] if configured else [Path.cwd()]
+    return [p.resolve() for p in list(extra or []) + roots]
+
+
+def serve_api(host: str, port: int, output_root: Path, auth: Optional[str] = None,
+              allowed_roots: Optional[Sequence[Path]] = None) -> int:
+    """Serve /vidstyle/v1 with uvicorn until Ctrl-C; `auth` is 'user:pass' for HTTP basic auth."""
+    import uvicorn
+
+    from .server import create_app, parse_auth
+
+    credentials = parse_auth(auth)
+    roots = list(allowed_roots) if allowed_roots else allowed_roots_from_env(Path(output_root))
+    if host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
+        print(f"warning: serving on {host} without --auth; anyone who can reach it can start jobs.", file=sys.stderr)
+    manager = JobManager(Path(output_root))
+    app = create_app(manager, roots, credentials)
+    print(f"vidstyle serve: http://{host}:{port}/vidstyle/v1 (docs at /docs); jobs in {manager.output_root}; "
+          f"sources allowed under: {', '.join(map(str, roots))}", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        manager.close()
+    return 0
