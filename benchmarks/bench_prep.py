@@ -81,6 +81,15 @@ def _descendants(pid: int) -> List[int]:
     return found
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of its finished children (the pool's workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 class RssSampler(threading.Thread):
     """Sum of RSS over this process and its worker processes, sampled every 50 ms (Linux)."""
 
@@ -114,7 +123,9 @@ def main() -> None:
         options = build_options(sources=[str(src)], out=str(Path(tmp) / "dataset"), name="bench", workers=args.workers)
         sampler = RssSampler()
         sampler.start()
+        cpu_before = _cpu_seconds()
         result = prepare(options)
+        cpu = _cpu_seconds() - cpu_before
         sampler.stop.set()
         sampler.join()
 
@@ -126,6 +137,9 @@ def main() -> None:
     print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total"))
     print(f"prep total:             {timings['total']:7.2f} s   (goal <= 60 s)")
     print(f"near-duplicate search:  {timings['dedupe']:7.3f} s   (goal <= 5 s)")
+    cores = args.workers or os.cpu_count() or 1
+    print(f"CPU time, all processes: {cpu:6.1f} s  (/ {cores} cores = {cpu / cores:.1f} s: the wall time on an idle machine)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} (other work on the machine slows the wall time)")
     print(f"peak RSS, main + workers sampled together: {sampler.peak_kb / 1024:7.1f} MB   (goal <= 1,536 MB)")
     print(f"peak RSS, main process:                    {self_kb / 1024:7.1f} MB")
     print(f"peak RSS, largest worker (getrusage):      {children_kb / 1024:7.1f} MB")

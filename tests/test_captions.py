@@ -144,6 +144,7 @@ def test_wd14_tagger_errors_are_sentences(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="selected_tags.csv"):
         WD14Tagger(str(tmp_path / "lonely" / "model.onnx"))
     (tmp_path / "lonely" / "selected_tags.csv").write_text("tag_id,name,category,count\n0,a,0,1\n", encoding="utf-8")
+    pytest.importorskip("onnxruntime", reason="the tagger's optional dependency (vidstyle[tagger])")
     with pytest.raises(UserInputError, match="cannot load"):
         WD14Tagger(str(tmp_path / "lonely" / "model.onnx"))
 

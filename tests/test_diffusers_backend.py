@@ -21,7 +21,12 @@ from vidstyle.backends.base import Backend, Img2ImgRequest  # noqa: E402
 from vidstyle.backends.diffusers import DiffusersBackend  # noqa: E402
 from vidstyle.errors import BackendError, Cancelled, ModelNotFoundError, PreflightError, SpecError  # noqa: E402
 from vidstyle.spec import SAMPLERS, JobSpec, LoraRef, build_spec  # noqa: E402
-from vidstyle.tiny_models import make_tiny_kohya_lora, tiny_components, write_tiny_single_file  # noqa: E402
+from vidstyle.tiny_models import (  # noqa: E402
+    build_tiny_sdxl,
+    make_tiny_kohya_lora,
+    tiny_components,
+    write_tiny_single_file,
+)
 
 SIZE = 64
 
@@ -249,6 +254,11 @@ def test_unknown_sampler_from_preflight() -> None:
     assert "Heun++ Magic" in str(info.value) and "DPM++ 2M Karras" in str(info.value)
 
 
+def test_denoise_too_low_to_run_a_step() -> None:
+    with pytest.raises(SpecError, match="no sampling step"):
+        DiffusersBackend(_spec(sampling={"denoise": 0.1, "steps": 4})).preflight()
+
+
 def test_impossible_schedule_from_preflight() -> None:
     with pytest.raises(SpecError, match="Euler a"):
         DiffusersBackend(_spec(sampling={"sampler": "Euler a", "scheduler": "Karras"})).preflight()
@@ -298,15 +308,30 @@ def test_lora_for_another_model_is_a_preflight_error(tmp_path: Path) -> None:
     assert "sdxl_style.safetensors" in str(info.value)
 
 
-def test_controlnet_for_another_base_model_is_a_preflight_error(tmp_path: Path) -> None:
-    from diffusers import ControlNetModel
+@pytest.fixture(scope="module")
+def sdxl_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
 
-    other = ControlNetModel(block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                            cross_attention_dim=16, layers_per_block=1, norm_num_groups=32,
-                            conditioning_embedding_out_channels=(4, 8, 16, 32))
-    other.save_pretrained(str(tmp_path / "other_cn"))
+
+def test_sdxl_checkpoint_uses_the_sdxl_pipelines(sdxl_folder: Path, frame: Dict[str, Image.Image]) -> None:
+    spec = _spec(model={"checkpoint": str(sdxl_folder)}, controlnet={"model": str(sdxl_folder / "controlnet")},
+                 sampling={"sampler": "DPM++ 2M Karras"})
+    engine = DiffusersBackend(spec)
+    engine.preflight()
+    assert type(engine._control_pipe).__name__ == "StableDiffusionXLControlNetImg2ImgPipeline"
+    first = _pixels(engine, _request(frame, spec))
+    assert np.array_equal(first, _pixels(engine, _request(frame, spec)))
+    zero = spec.controlnet.copy(update={"weight": 0.0})
+    assert _differs(first, _pixels(engine, _request(frame, spec, controlnet=zero)))
+    plain = spec.controlnet.copy(update={"enabled": False})
+    assert _differs(first, _pixels(engine, _request(frame, spec, controlnet=plain)))
+    assert type(engine._base).__name__ == "StableDiffusionXLImg2ImgPipeline"
+
+
+def test_controlnet_for_another_base_model_is_a_preflight_error(sdxl_folder: Path) -> None:
+    """An SD1.5 ControlNet with an SDXL checkpoint: named before frame 1, not a shape error mid-job."""
     with pytest.raises(PreflightError, match="does not fit"):
-        DiffusersBackend(_spec(controlnet={"model": str(tmp_path / "other_cn")})).preflight()
+        DiffusersBackend(_spec(model={"checkpoint": str(sdxl_folder)}, controlnet={"model": "tiny"})).preflight()
 
 
 def test_cuda_requested_without_cuda_is_a_preflight_error() -> None:

@@ -435,3 +435,53 @@ def test_choose_keepers_never_drops_for_a_dropped_image() -> None:
 def test_repeats_default() -> None:
     assert auto_repeats(114) == 3 and auto_repeats(10) == 30 and auto_repeats(1) == 100 and auto_repeats(5000) == 1
     assert math.isclose(auto_repeats(100) * 100, 300)
+
+
+def test_large_jpeg_decoded_at_reduced_size_matches_full_decode(tmp_path: Path) -> None:
+    import cv2
+
+    src = tmp_path / "src"
+    picture = tm.scene(77, (1600, 1200))
+    tm.save(src / "big.jpg", picture, quality=95)
+    result = prepare(_opts(src, tmp_path / "ds", crop="center", size=256, val_fraction=0))
+    record = _files(result.manifest)["big.jpg"]
+    left, top, right, bottom = record["crop"]["box"]
+    assert (left, top, right, bottom) == (200, 0, 1400, 1200)
+    expected = cv2.resize(picture[top:bottom, left:right], (256, 256), interpolation=cv2.INTER_AREA).astype(int)
+    written = np.asarray(Image.open(tmp_path / "ds" / record["output"]).convert("RGB")).astype(int)
+    assert np.abs(written - expected).mean() < 4.0  # same framing; only JPEG/DCT-scaling noise
+
+
+def test_every_supported_format_and_mode_loads(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    base = tm.scene(88, (256, 192))
+    src.mkdir()
+    Image.fromarray(base).save(src / "a.webp", "WEBP", quality=90)
+    Image.fromarray(base).save(src / "b.bmp")
+    Image.fromarray(base).convert("CMYK").save(src / "c.jpeg", "JPEG", quality=90)
+    Image.fromarray((tm.greyscale(tm.scene(89, (256, 192)))[..., 0].astype(np.uint16) * 257)).save(src / "d16.png")
+    palette = Image.fromarray(tm.scene(90, (256, 192))).convert("P", palette=Image.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0
+    palette.save(src / "e_palette.png", transparency=0)
+    result = prepare(_opts(src, tmp_path / "ds", val_fraction=0, drop_monochrome=False, dedupe=False, min_side=0))
+    files = _files(result.manifest)
+    assert {name: f["status"] for name, f in files.items()} == dict.fromkeys(
+        ["a.webp", "b.bmp", "c.jpeg", "d16.png", "e_palette.png"], "train"
+    )
+    grey16 = np.asarray(Image.open(tmp_path / "ds" / files["d16.png"]["output"]).convert("L")).astype(int)
+    expected = tm.greyscale(tm.scene(89, (256, 192)))[..., 0].astype(int)
+    assert np.abs(grey16 - expected).max() <= 1  # 16-bit scaled to 8-bit, not clipped to white
+    assert files["e_palette.png"]["alpha_flattened"] is True
+
+
+def test_face_detector_specs(tmp_path: Path) -> None:
+    from vidstyle.errors import ModelNotFoundError
+
+    assert faces.resolve_spec("none") is None and faces.resolve_spec("auto") == faces.bundled_cascade()
+    with pytest.raises(ModelNotFoundError):
+        faces.resolve_spec(str(tmp_path / "missing.xml"))
+    (tmp_path / "bad.xml").write_text("<opencv_storage></opencv_storage>", encoding="utf-8")
+    (tmp_path / "bad.onnx").write_bytes(b"not a network")
+    for name in ("bad.xml", "bad.onnx"):
+        with pytest.raises(UserInputError, match="face"):
+            faces.load_detector(faces.resolve_spec(str(tmp_path / name)))

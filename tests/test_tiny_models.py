@@ -47,6 +47,21 @@ def test_pipeline_folder_layout() -> None:
     assert tiny_pipeline_dir() == folder  # cached: built once, then reused
 
 
+def test_text_encoder_loads_its_saved_weights() -> None:
+    """Every weight comes from the file (a layout mismatch would silently re-initialise them randomly)."""
+    from transformers import CLIPTextModel
+
+    folder = tiny_pipeline_dir() / "text_encoder"
+    first, second = CLIPTextModel.from_pretrained(str(folder)), CLIPTextModel.from_pretrained(str(folder))
+    saved = load_file(str(folder / "model.safetensors"))
+    assert all(key.startswith("text_model.") for key in saved)  # loadable by transformers 4 and 5
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    loaded = first.state_dict()
+    for key, value in saved.items():
+        name = key if key in loaded else key[len("text_model."):]
+        assert torch.equal(loaded[name], value), key
+
+
 def test_build_is_deterministic_across_processes(tmp_path: Path) -> None:
     """A fresh process builds bit-identical weights to the cached folder (fixed seeds)."""
     fresh = tmp_path / "fresh"
@@ -124,7 +139,7 @@ def test_diffusers_converts_every_kohya_key(tmp_path: Path) -> None:
     parts = tiny_components()
     path = tmp_path / "char.safetensors"
     names = make_tiny_kohya_lora(path, parts["unet"], parts["text_encoder"])
-    state, alphas = StableDiffusionPipeline.lora_state_dict(str(path))
+    state, alphas = StableDiffusionPipeline.lora_state_dict(str(path.parent), weight_name=path.name)
     unet_keys = [k for k in state if k.startswith("unet.")]
     te_keys = [k for k in state if k.startswith("text_encoder.")]
     assert len(unet_keys) == 2 * sum(n.startswith("lora_unet_") for n in names)

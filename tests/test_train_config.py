@@ -15,8 +15,6 @@ from trainer import commands
 from trainer.config import (
     FAMILIES,
     LEVEL_KEYS,
-    DatasetConfig,
-    TrainArgs,
     check_run,
     dumps_toml,
     flatten_sections,

@@ -17,7 +17,7 @@ import threading
 import types
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import numpy as np
 import pytest
@@ -32,7 +32,9 @@ DOUBLES = REPO / "tests" / "doubles" / "webui_modules"
 SCRIPT = REPO / "scripts" / "vidstyle.py"
 INSTALL = REPO / "install.py"
 MIKUBILL = "sd-webui-controlnet"
-FORGE = "forge"
+FORGE = "forge"  # Forge main (built-in ControlNet since the Aug 2024 rewrite)
+FORGE_2024 = "forge-2024"  # Forge tag `previous` (June 2024, gradio 3)
+FORGE_FOLDERS = {FORGE: "sd_forge_controlnet", FORGE_2024: "sd_forge_controlnet_2024"}
 # Top-level names the WebUI doubles (and the extensions they load) bring into sys.modules.
 DOUBLE_NAMES = ("modules", "scripts", "lib_controlnet", "networks", "network", "launch")
 CN_MODEL = "control_v11p_sd15_canny"
@@ -101,9 +103,9 @@ class WebUI:
             module = run_extension_file(DOUBLES / MIKUBILL / "scripts" / "controlnet.py", DOUBLES / MIKUBILL)
             self.cn_model = sys.modules["scripts.external_code"]._add_model(CN_MODEL)
             self.cn_script = runner._add(module.Script())
-        elif flavor == FORGE:
-            module = run_extension_file(DOUBLES / "sd_forge_controlnet" / "scripts" / "controlnet.py",
-                                        DOUBLES / "sd_forge_controlnet")
+        elif flavor in FORGE_FOLDERS:
+            folder = DOUBLES / FORGE_FOLDERS[flavor]
+            module = run_extension_file(folder / "scripts" / "controlnet.py", folder)
             state = sys.modules["lib_controlnet.global_state"]
             state._files.append(CN_MODEL)
             state.update_controlnet_filenames()
@@ -385,7 +387,7 @@ def test_a_job_renders_in_process_through_the_manager(webui: WebUI, demo_clip: P
 # -- the in-process backend ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flavor", [MIKUBILL, FORGE])
+@pytest.mark.parametrize("flavor", [MIKUBILL, FORGE, FORGE_2024])
 def test_frame_renders_with_the_controlnet_unit(doubles: None, tmp_path: Path, flavor: str) -> None:
     from modules import processing, sd_models, shared
 
@@ -408,7 +410,8 @@ def test_frame_renders_with_the_controlnet_unit(doubles: None, tmp_path: Path, f
     assert getattr(unit.control_mode, "value", unit.control_mode) == "ControlNet is more important"
     assert getattr(unit.resize_mode, "value", unit.resize_mode) == "Just Resize"
     assert unit.save_detected_map is False
-    assert np.array_equal(unit.image, np.asarray(edge_image()))
+    image = unit.image["image"] if flavor == FORGE_2024 else unit.image  # old Forge reads an {image, mask} pair
+    assert np.array_equal(image, np.asarray(edge_image()))
 
     pixels = np.asarray(result.image)
     assert (pixels[16, 16:48] == 255).all() and (pixels[30, 30] < 255).any()  # the control edges reached the model
@@ -433,8 +436,9 @@ def test_server_preprocessor_sends_the_source_frame_with_thresholds(webui: WebUI
     assert np.array_equal(unit.image, np.asarray(request.init_image))
 
 
-def test_forge_accepts_an_all_black_control_map(doubles: None, tmp_path: Path) -> None:
-    make_webui(tmp_path, FORGE)
+@pytest.mark.parametrize("flavor", [FORGE, FORGE_2024])
+def test_forge_accepts_an_all_black_control_map(doubles: None, tmp_path: Path, flavor: str) -> None:
+    make_webui(tmp_path, flavor)
     spec = job_spec()
     result = backend_for(spec).img2img(request_for(spec, control=edge_image(black=True)))
     assert result.image.size == (64, 64)
@@ -542,6 +546,16 @@ def test_frames_wait_for_the_webui_queue(webui: WebUI) -> None:
         assert worker.is_alive() and processing._runs == []
     worker.join(timeout=60)
     assert len(results) == 1 and len(processing._runs) == 1
+
+
+def test_webui_before_schedule_types(webui: WebUI, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modules import processing
+
+    monkeypatch.setitem(sys.modules, "modules.sd_schedulers", None)  # WebUI < 1.9 and Forge before Aug 2024 lack it
+    spec = job_spec(**{"sampling.sampler": "Euler a"})
+    backend_for(spec).img2img(request_for(spec))
+    p = processing._runs[-1]
+    assert (p.sampler_name, p.scheduler) == ("Euler a", None)  # no `scheduler` keyword sent
 
 
 def test_redo_with_another_sampler_is_resolved_per_frame(webui: WebUI) -> None:

@@ -1,4 +1,4 @@
-"""`python -m trainer {prep,config,train,report,install}`.
+"""`python -m trainer {prep,config,train,report,install,setup-sd-scripts}`.
 
 Each command module registers its own subparser; user errors print one sentence and exit
 non-zero, never a traceback.
@@ -16,7 +16,10 @@ from vidstyle.errors import VidstyleError
 def build_parser() -> argparse.ArgumentParser:
     from . import commands, prep
 
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train a character or style LoRA with kohya sd-scripts: prep, config, train, report, install.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     prep.register(sub)
     commands.register(sub)

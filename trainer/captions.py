@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 # Tags that look like "a_b" but are faces, not words: underscores stay (WD14 taggers' list).
 KAOMOJI = frozenset(

@@ -16,6 +16,7 @@ The same options always give the same files (no timestamps, seeded split, stable
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -27,12 +28,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 from PIL import Image, ImageColor
 
 from vidstyle.compat import BaseModel, Extra, Field, ValidationError, describe_validation_error, root_validator, validator
-from vidstyle.errors import UserInputError
+from vidstyle.errors import OutputError, UserInputError
 
 from . import __version__
 from . import captions as cap
@@ -228,22 +229,73 @@ def _emit(progress: Optional[ProgressFn], stage: str, done: int, total: int) -> 
 # ---------------------------------------------------------------------------- the pipeline
 
 
+class _Stopwatch:
+    """Seconds per stage, for the benchmark and the CLI (never written into prep.json)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: Dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+    def total(self) -> Dict[str, float]:
+        return {**self.seconds, "total": time.perf_counter() - self.started}
+
+
 def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> PrepResult:
     """Build the dataset described by `options`; see the module docstring for the layout.
 
     Raises UserInputError/OutputError (one sentence) for bad inputs or an output folder that
     holds other data. Source files are only read.
     """
-    timings: Dict[str, float] = {}
-    started = time.perf_counter()
-    out = Path(options.out).expanduser().resolve()
-    roots = [Path(s).expanduser().resolve() for s in options.sources]
-    check_output_folder(out, roots)
-    settings = _work_settings(options)
-    tagger = _load_tagger(options)
-    prune_entries = list(options.prune) + (cap.read_list_file(Path(options.prune_file)) if options.prune_file else [])
-    patterns = list(options.exclude) + (read_pattern_file(Path(options.exclude_file)) if options.exclude_file else [])
+    clock = _Stopwatch()
+    with clock("setup"):
+        out = Path(options.out).expanduser().resolve()
+        roots = [Path(s).expanduser().resolve() for s in options.sources]
+        check_output_folder(out, roots)
+        settings = _work_settings(options)
+        tagger = _load_tagger(options)
+        entries, others, notes = _collect(options, roots, out, settings)
+    staging = make_staging(out)
+    try:
+        try:
+            manifest = _build(staging, entries, others, notes, options, settings, tagger, progress, clock)
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot write the new dataset next to {out} ({exc.strerror or exc}); free disk space or choose another --out."
+            ) from exc
+        with clock("swap"):
+            check_output_folder(out, roots)  # still ours? (someone may have written into it meanwhile)
+            replace_folder(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    if manifest["counts"]["kept"] == 0:
+        sheet = " (see sheets/dropped_01.png)" if options.contact_sheets else ""
+        raise UserInputError(f"No image passed the filters; {out / MANIFEST} lists why each was dropped{sheet}.")
+    return PrepResult(out=out, manifest=manifest, timings=clock.total())
 
+
+def _read_list(path: Optional[str], reader: Callable[[Path], List[str]], what: str) -> List[str]:
+    if not path:
+        return []
+    try:
+        return reader(Path(path).expanduser())
+    except OSError as exc:
+        raise UserInputError(f"Cannot read the {what} {path} ({exc.strerror}); check the path.") from exc
+
+
+def _collect(
+    options: PrepOptions, roots: List[Path], out: Path, settings: WorkSettings
+) -> Tuple[List[Entry], List[SourceFile], List[str]]:
+    """Source images as entries (exclusions already marked), other files, notes for the report."""
+    patterns = list(options.exclude) + _read_list(options.exclude_file, read_pattern_file, "exclude list")
     images, others = scan_sources(roots, skip=[out], caption_ext=options.caption_ext)
     if not images:
         raise UserInputError(
@@ -257,35 +309,38 @@ def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> Prep
         pattern = excluded_by(entry.source, patterns)
         if pattern is not None:
             entry.reasons.append(("excluded", f"excluded by pattern '{pattern}'"))
-    timings["setup"] = time.perf_counter() - started
+    return entries, others, notes
 
-    staging = make_staging(out)
-    try:
-        work = staging / "_work"
-        work.mkdir()
-        t0 = time.perf_counter()
-        jobs = [
-            FileJob(i, str(e.source.path), None if e.reasons else str(work / f"{i:06d}.png")) for i, e in enumerate(entries)
-        ]
+
+def _build(
+    staging: Path,
+    entries: List[Entry],
+    others: List[SourceFile],
+    notes: List[str],
+    options: PrepOptions,
+    settings: WorkSettings,
+    tagger: Any,
+    progress: Optional[ProgressFn],
+    clock: _Stopwatch,
+) -> Dict[str, Any]:
+    """Everything between scanning and the swap; returns prep.json's content (also written)."""
+    work = staging / "_work"
+    work.mkdir()
+    with clock("analyse"):
+        jobs = [FileJob(i, str(e.source.path), None if e.reasons else str(work / f"{i:06d}.png")) for i, e in enumerate(entries)]
         for entry, result in zip(entries, _run_jobs(jobs, settings, options.workers, progress)):
             _record_result(entry, result)
-        timings["analyse"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+    with clock("dedupe"):
         _drop_duplicates(entries, options)
-        timings["dedupe"] = time.perf_counter() - t0
-
-        kept = [e for e in entries if not e.reasons]
-        for e in entries:
-            if e.reasons:
-                e.status = "dropped"
-        t0 = time.perf_counter()
+    kept = [e for e in entries if not e.reasons]
+    for entry in entries:
+        entry.status = "dropped" if entry.reasons else entry.status
+    with clock("captions"):
         _name_outputs(kept)
-        _read_captions(kept, options, tagger, work, progress)
+        _read_captions(kept, options, tagger, work, progress, notes)
+        prune_entries = list(options.prune) + _read_list(options.prune_file, cap.read_list_file, "prune list")
         tag_report = _finish_captions(kept, options, prune_entries)
-        timings["captions"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+    with clock("write"):
         val_names = _choose_validation(kept, options, notes)
         repeats, repeats_auto = _repeats(options, len(kept) - len(val_names))
         train_dir = f"img/{repeats}_{options.name}"
@@ -293,29 +348,13 @@ def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> Prep
         shutil.rmtree(work)
         (staging / "tag_frequency.csv").write_text(tag_report["csv"], encoding="utf-8")
         outputs.append("tag_frequency.csv")
-        timings["write"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+    with clock("sheets"):
         if options.contact_sheets:
             outputs.extend(_write_contact_sheets(entries, staging, options))
-        timings["sheets"] = time.perf_counter() - t0
-
-        ignored = [_ignored_record(item) for item in others]
-        manifest = _manifest(options, entries, ignored, tag_report, train_dir, repeats, repeats_auto, notes, sorted(outputs))
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        t0 = time.perf_counter()
-        check_output_folder(out, roots)  # still ours? (someone may have written into it meanwhile)
-        replace_folder(staging, out)
-        timings["swap"] = time.perf_counter() - t0
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    timings["total"] = time.perf_counter() - started
-    if not kept:
-        raise UserInputError(
-            f"No image passed the filters; {out / MANIFEST} lists why each was dropped (see sheets/dropped_01.png)."
-        )
-    return PrepResult(out=out, manifest=manifest, timings=timings)
+    ignored = [_ignored_record(item) for item in others]
+    manifest = _manifest(options, entries, ignored, tag_report, train_dir, repeats, repeats_auto, notes, sorted(outputs))
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
 
 
 def _work_settings(options: PrepOptions) -> WorkSettings:
@@ -427,7 +466,9 @@ def _name_outputs(kept: Sequence[Entry]) -> None:
         entry.name = base if used[base] == 1 else f"{base}_{used[base]}"
 
 
-def _read_captions(kept: Sequence[Entry], options: PrepOptions, tagger: Any, work: Path, progress: Optional[ProgressFn]) -> None:
+def _read_captions(
+    kept: Sequence[Entry], options: PrepOptions, tagger: Any, work: Path, progress: Optional[ProgressFn], notes: List[str]
+) -> None:
     """Raw tags per kept image from the chosen caption source."""
     underscores = options.underscores_to_spaces
     if options.caption_source == "wd14":
@@ -439,9 +480,13 @@ def _read_captions(kept: Sequence[Entry], options: PrepOptions, tagger: Any, wor
             path = cap.caption_beside(entry.source.path, options.caption_ext)
         elif options.caption_source == "tags":
             path = cap.caption_in_dir(Path(options.tags_dir or ""), Path(entry.source.relative), options.caption_ext)
-        if path is not None:
+        if path is None:
+            continue
+        try:
             entry.tags = cap.parse_caption(cap.read_caption_file(path), underscores)
             entry.caption_from = str(path)
+        except OSError as exc:
+            notes.append(f"Caption file {path} could not be read ({exc.strerror}); that image has the trigger word only.")
 
 
 def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, progress: Optional[ProgressFn], underscores: bool) -> None:

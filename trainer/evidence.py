@@ -86,7 +86,9 @@ def read_scalars(logging_dir: Optional[Path], since: Optional[float] = None) -> 
                 continue
         except ValueError:  # no events at all
             continue
-        runs.append({tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]})
+        tags = [t for t in accumulator.Tags()["scalars"] if t.startswith(("loss/", "lr/"))]
+        if tags:  # add_hparams (log_config) writes a sub-folder without losses
+            runs.append({tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags})
     return runs
 
 

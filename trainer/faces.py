@@ -39,9 +39,13 @@ class FaceDetector(Protocol):
 class CascadeDetector:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.cascade = cv2.CascadeClassifier(path)
+        message = f"OpenCV cannot load the face cascade {path}; point --face-detector at a cascade XML file."
+        try:
+            self.cascade = cv2.CascadeClassifier(path)
+        except (cv2.error, SystemError) as exc:  # OpenCV wraps its parse error in SystemError
+            raise UserInputError(message) from exc
         if self.cascade.empty():
-            raise UserInputError(f"OpenCV cannot load the face cascade {path}; point --face-detector at a cascade XML file.")
+            raise UserInputError(message)
 
     def detect(self, rgb: np.ndarray) -> List[Box]:
         grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
@@ -55,7 +59,7 @@ class YuNetDetector:
             raise UserInputError("This OpenCV has no FaceDetectorYN; upgrade opencv-python-headless to 4.8 or later.")
         try:
             self.detector = cv2.FaceDetectorYN.create(path, "", (256, 256), score_threshold)
-        except cv2.error as exc:
+        except (cv2.error, SystemError) as exc:
             raise UserInputError(
                 f"OpenCV cannot load {path} as a YuNet face detector; point --face-detector at "
                 "face_detection_yunet_*.onnx or a cascade XML."

@@ -105,7 +105,7 @@ def command_text(argv: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- run folder state
 
 
-STATE_DIR = re.compile(r"-(?:\d{6}|step\d{8})?-?state$")
+STATE_DIR = re.compile(r"-(?:(?:\d{6}|step\d{8})-)?state")
 
 
 def latest_state(run: Run) -> Optional[Path]:
@@ -115,7 +115,7 @@ def latest_state(run: Run) -> Optional[Path]:
     prefix = run.output_name + "-"
     states = [
         p for p in run.output_dir.iterdir()
-        if p.is_dir() and p.name.startswith(prefix) and p.name.endswith("state") and STATE_DIR.search(p.name[len(run.output_name):])
+        if p.is_dir() and p.name.startswith(prefix) and STATE_DIR.fullmatch(p.name[len(run.output_name):])
     ]  # fmt: skip
     return max(states, key=lambda p: p.stat().st_mtime, default=None)
 
@@ -316,7 +316,9 @@ class _Display:
     def __init__(self, enabled: bool, out: TextIO) -> None:
         self.bar = None
         self.out = out
-        if enabled:
+        self._last_refresh = 0.0
+        # a bar redrawn with carriage returns is noise in a log file or CI output: notes only there
+        if enabled and getattr(out, "isatty", lambda: False)():
             from tqdm import tqdm
 
             self.bar = tqdm(total=None, unit="step", desc="training", file=out, dynamic_ncols=True, leave=True)
@@ -350,7 +352,10 @@ class _Display:
         if progress.phase not in ("training", "starting"):
             post["phase"] = progress.phase
         self.bar.set_postfix(post, refresh=False)
-        self.bar.refresh()
+        now = time.monotonic()
+        if now - self._last_refresh >= 0.2 or progress.step == progress.total_steps:
+            self.bar.refresh()
+            self._last_refresh = now
 
     def close(self) -> None:
         if self.bar is not None:
@@ -367,11 +372,14 @@ def _child_env() -> dict:
 def train(
     run_dir: Path,
     options: Optional[LaunchOptions] = None,
-    out: TextIO = sys.stderr,
+    out: Optional[TextIO] = None,
     on_progress: Optional[Callable[[Progress], None]] = None,
 ) -> Progress:
-    """Run sd-scripts for RUN to the end; raise TrainingError / Cancelled when it does not finish."""
+    """Run sd-scripts for RUN to the end; raise TrainingError / Cancelled when it does not finish.
+
+    Notes and the progress bar go to `out` (default: stderr); `on_progress` gets each update."""
     options = options or LaunchOptions()
+    out = out or sys.stderr
     run = load_run(run_dir)
     for warning in run.warnings:
         print(f"warning: {warning}", file=out)

@@ -161,8 +161,7 @@ class LogParser:
         self._partial = pieces.pop()
         events = []
         for piece in pieces:
-            event = self.parse_line(piece)
-            if event:
+            for event in self.parse_line(piece):
                 events.append(event)
                 if self.on_event:
                     self.on_event(event, self.progress)
@@ -172,15 +171,21 @@ class LogParser:
         rest, self._partial = self._partial, ""
         return self.feed(rest + "\n") if rest else []
 
-    def parse_line(self, raw: str) -> Optional[str]:
+    def parse_line(self, raw: str) -> List[str]:
+        """Events of one line. stdout and stderr share the pipe, so text can sit right before or
+        after a tqdm bar that ended without a newline (e.g. a traceback after the last redraw)."""
         line = ANSI.sub("", raw).strip()
         if not line:
-            return None
+            return []
         bar = TQDM.search(line)
-        if bar:
-            return self._bar(bar)
-        self.lines.append(line)
-        return self._line(line)
+        if not bar:
+            self.lines.append(line)
+            event = self._line(line)
+            return [event] if event else []
+        events = self.parse_line(line[: bar.start()])
+        event = self._bar(bar)
+        events += [event] if event else []
+        return events + self.parse_line(line[bar.end() :])
 
     # -- tqdm bars
 

@@ -34,7 +34,7 @@ MARK = (214, 120, 0)
 TEXT = (30, 30, 30)
 MUTED = (120, 120, 120)
 LABEL_WIDTH = 190
-SIDE_WIDTH = 280
+SIDE_WIDTH = 320
 
 
 @dataclass
@@ -149,9 +149,10 @@ def draw_grid(evidence: Evidence, path: Path, thumb: int = 192) -> Optional[Path
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for index in range(columns):
-        prompt = evidence.prompts[index].get("prompt", "") if index < len(evidence.prompts) else "(prompt not in sample_prompts.txt)"
+        info = evidence.prompts[index] if index < len(evidence.prompts) else {"prompt": "(not in sample_prompts.txt)"}
+        label = f"{index}: {'(held-out) ' if info.get('source') == 'heldout' else ''}{info.get('prompt', '')}"
         x = LABEL_WIDTH + gap + index * (thumb + gap)
-        for line_no, line in enumerate(_wrap(draw, f"{index}: {prompt}", small, thumb, 4)):
+        for line_no, line in enumerate(_wrap(draw, label, small, thumb, 4)):
             draw.text((x, 4 + line_no * 16), line, fill=TEXT, font=small)
     for row_no, row in enumerate(rows):
         top = header + row_no * (thumb + gap)
@@ -214,9 +215,11 @@ def _draw_side(draw: ImageDraw.ImageDraw, evidence: Evidence, x: int, top: int, 
             f"Validation loss {row.val_loss:.4f} on images the LoRA never saw. "
             "Evidence, not a verdict: compare this row with its neighbours for likeness and anatomy before choosing."
         )
-    draw.text((x, top), title, fill=MARK, font=normal)
+    title_lines = _wrap(draw, title, normal, SIDE_WIDTH - 20, 2)
+    for n, line in enumerate(title_lines):
+        draw.text((x, top + n * 20), line, fill=MARK, font=normal)
     for n, line in enumerate(_wrap(draw, body, small, SIDE_WIDTH - 20, 12)):
-        draw.text((x, top + 26 + n * 16), line, fill=TEXT, font=small)
+        draw.text((x, top + 6 + 20 * len(title_lines) + n * 16), line, fill=TEXT, font=small)
 
 
 # --------------------------------------------------------------------------- loss curves

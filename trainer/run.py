@@ -259,7 +259,12 @@ def build_sample_prompts(spec: SamplesSpec, family: Family, info: DatasetInfo) -
     captions = [c for c in (read_caption(img) for img in list_images(info.val_dir)) if c] if info.val_dir else []
     for i, caption in enumerate(captions[: spec.heldout]):
         prompts.append(
-            SamplePrompt(prompt=_prompt_text(_with_trigger(caption, info.trigger)), seed=spec.seed + len(spec.prompts) + i, source="heldout", **common)  # type: ignore[arg-type]
+            SamplePrompt(
+                prompt=_prompt_text(_with_trigger(caption, info.trigger)),
+                seed=spec.seed + len(spec.prompts) + i,
+                source="heldout",
+                **common,  # type: ignore[arg-type]
+            )
         )
     return prompts
 
@@ -282,7 +287,10 @@ def parse_prompt_line(line: str) -> Dict[str, Any]:
     """What sd-scripts reads from one prompt line (train_util.line_to_prompt_dict)."""
     parts = line.split(" --")
     result: Dict[str, Any] = {"prompt": parts[0].strip()}
-    patterns = {"w": ("width", int), "h": ("height", int), "d": ("seed", int), "s": ("steps", int), "l": ("scale", float), "n": ("negative", str), "ss": ("sampler", str)}
+    patterns = {
+        "w": ("width", int), "h": ("height", int), "d": ("seed", int), "s": ("steps", int),
+        "l": ("scale", float), "n": ("negative", str), "ss": ("sampler", str),
+    }  # fmt: skip
     for part in parts[1:]:
         match = re.match(r"^(ss|[whdsln]) (.+)$", part.strip(), re.IGNORECASE)
         if match and match.group(1).lower() in patterns:
@@ -295,12 +303,19 @@ def parse_prompt_line(line: str) -> Dict[str, Any]:
 
 
 def read_sample_prompts(path: Path) -> List[Dict[str, Any]]:
-    """Prompt lines in the order sd-scripts numbers them (the _NN_ in sample file names)."""
+    """Prompt lines in the order sd-scripts numbers them (the _NN_ in sample file names); lines
+    after our "held-out captions" comment are marked source = "heldout"."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
-    return [parse_prompt_line(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+    prompts, source = [], "preset"
+    for line in lines:
+        if line.startswith("#"):
+            source = "heldout" if "held-out" in line else source
+        elif line.strip():
+            prompts.append({**parse_prompt_line(line.strip()), "source": source})
+    return prompts
 
 
 # --------------------------------------------------------------------------- planning

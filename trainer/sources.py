@@ -71,10 +71,7 @@ def scan_sources(sources: Sequence[Path], skip: Sequence[Path] = (), caption_ext
 
 def read_pattern_file(path: Path) -> List[str]:
     """One file name or pattern per line; blank lines and '#' comments skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as exc:
-        raise UserInputError(f"Cannot read the exclude list {path}; check the path.") from exc
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from vidstyle.errors import OutputError, VidstyleError
+
 from . import faces as face_detection
 from .focal import CropPlan, RelBox, focal_point, plan_crop
 from .images import (
@@ -108,6 +110,8 @@ def process_file(job: FileJob, settings: WorkSettings) -> FileResult:
         _process(data, job, settings, result)
     except ImageRejected as exc:
         result.rejected = (exc.code, exc.message)
+    except VidstyleError:
+        raise  # the output cannot be written (disk full, ...): that ends the run, not one file
     except Exception as exc:  # one odd file must not end a run of thousands; prep.json says what
         result.rejected = ("error", f"unexpected {type(exc).__name__} while processing: {exc}")
     return result
@@ -147,7 +151,10 @@ def _process(data: bytes, job: FileJob, settings: WorkSettings, result: FileResu
     result.reasons = filter_reasons(result, settings)
     if job.output and not result.reasons:
         output = thumb if settings.crop == "bucket" else render_output(loaded, result.plan)
-        Image.fromarray(output).save(job.output, "PNG", compress_level=1)
+        try:
+            Image.fromarray(output).save(job.output, "PNG", compress_level=1)
+        except OSError as exc:
+            raise OutputError(f"Cannot write {job.output} ({exc.strerror or exc}); free disk space or choose another --out.") from exc
         result.written = True
         result.output_tile = result.source_tile if output is thumb else jpeg_tile(output)
 

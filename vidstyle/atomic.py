@@ -16,6 +16,16 @@ from typing import Iterator
 from .errors import OutputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; finished files get the mode a plain open() would give them.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _explain(exc: OSError, path: Path) -> OutputError:
     if exc.errno == errno.ENOSPC:
         return OutputError(f"The disk is full while writing {path}; free some space and resume the job.")
@@ -39,6 +49,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None, durabl
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{final.stem}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent
         )
+        os.fchmod(fd, _FILE_MODE)
         os.close(fd)
     except OSError as exc:
         raise _explain(exc, final) from exc

@@ -250,7 +250,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .standalone import serve_api
 
-    return serve_api(host=args.host, port=args.port, output_root=Path(args.output_root), auth=args.auth)
+    roots = [Path(p) for p in args.allow] if args.allow else None
+    return serve_api(host=args.host, port=args.port, output_root=Path(args.output_root), auth=args.auth, allowed_roots=roots)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output-root", default="outputs/vidstyle", help="Where jobs are written.")
         if name == "serve":
             p.add_argument("--auth", default=None, metavar="USER:PASS", help="Require HTTP basic auth.")
+            p.add_argument("--allow", action="append", default=None, metavar="DIR",
+                           help="Folder whose videos jobs may name by path; repeatable (default: the current folder).")
         p.set_defaults(run=func)
     return parser
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import torch
 
 # Bump when anything below changes the weights, so old cache folders are not reused.
-TINY_VERSION = "v4"
+TINY_VERSION = "v5"
 TINY_SEED = 0
 TEXT_HIDDEN = 32
 CROSS_ATTENTION_DIM = 32
@@ -257,7 +257,70 @@ def _save_components(folder: Path, components: Dict[str, Any]) -> None:
     pipe.save_pretrained(str(folder), safe_serialization=True)
     # Our hand-written tokenizer files stay authoritative (save_pretrained may add tokenizer.json).
     write_tiny_tokenizer(folder / "tokenizer")
+    _store_text_encoder_v4_layout(folder / "text_encoder" / "model.safetensors")
     components["controlnet"].save_pretrained(str(folder / "controlnet"), safe_serialization=True)
+
+
+def build_tiny_sdxl(folder: Path) -> Path:
+    """Write a tiny SDXL-shaped pipeline folder (two text encoders, text_time embedding) + `controlnet/`.
+
+    For tests of the SDXL code path; same seeds and 8x VAE as the SD1.5 set. Not cached:
+    nothing renders SDXL in the hot path of the test suite.
+    """
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    write_tiny_tokenizer(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    vocab, _ = tiny_vocab()
+    text_config = CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=TEXT_HIDDEN, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, projection_dim=TEXT_HIDDEN, max_position_embeddings=MAX_TOKENS,
+        bos_token_id=vocab[BOS_TOKEN], eos_token_id=vocab[EOS_TOKEN], pad_token_id=vocab[EOS_TOKEN],
+    )
+    torch.manual_seed(TINY_SEED + 10)
+    text_encoder, text_encoder_2 = CLIPTextModel(text_config).eval(), CLIPTextModelWithProjection(text_config).eval()
+    torch.manual_seed(TINY_SEED + 11)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=UNET_CHANNELS, layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        # SDXL: both encoders' hidden states side by side, plus pooled text + 6 size/crop numbers.
+        cross_attention_dim=2 * TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=32, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN,
+    ).eval()
+    torch.manual_seed(TINY_SEED + 2)
+    vae = _vae()
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet, scheduler=scheduler, add_watermarker=False,
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    for name in ("tokenizer", "tokenizer_2"):
+        write_tiny_tokenizer(folder / name)
+    _controlnet(unet).save_pretrained(str(folder / "controlnet"), safe_serialization=True)
+    return folder
+
+
+def _store_text_encoder_v4_layout(path: Path) -> None:
+    """Keep CLIPTextModel keys as transformers 4 names them (`text_model.` prefix).
+
+    transformers 5 saves them without the prefix, which transformers 4 cannot load; it
+    still loads the prefixed names (as every hub checkpoint has them), so this layout
+    works with both and a cache folder survives a transformers up- or downgrade.
+    """
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    if all(key.startswith("text_model.") for key in tensors):
+        return
+    save_file({f"text_model.{key}": value for key, value in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
 def tiny_pipeline_dir() -> Path:

@@ -46,15 +46,6 @@ else:
 log = logging.getLogger("vidstyle.diffusers")
 
 
-def _dtype_keyword() -> str:
-    """diffusers renamed `torch_dtype` to `dtype` (0.42 warns on the old name; 0.30 lacks the new)."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (feature probe only)
-    except ImportError:
-        return "torch_dtype"
-    return "dtype"
-
-
 TINY = "tiny"
 CHECKPOINT_SUFFIXES = (".safetensors",)
 CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt")
@@ -68,6 +59,15 @@ PIPELINES = {
     "sd15": ("StableDiffusionImg2ImgPipeline", "StableDiffusionControlNetImg2ImgPipeline"),
     "sdxl": ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLControlNetImg2ImgPipeline"),
 }
+
+
+def _dtype_keyword() -> str:
+    """diffusers renamed `torch_dtype` to `dtype` (0.42 warns on the old name; 0.30 lacks the new)."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (feature probe only)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
 
 
 @dataclass(frozen=True)
@@ -277,6 +277,7 @@ class DiffusersBackend:
         _require_diffusers()
         sampling = self.spec.sampling
         check_sampler(sampling.sampler, sampling.scheduler)
+        _check_steps(sampling.steps, sampling.denoise)
         resolve_checkpoint(self.spec.model.checkpoint)
         if self.spec.controlnet.enabled:
             resolve_controlnet(self.spec.controlnet.model)
@@ -292,6 +293,7 @@ class DiffusersBackend:
         _require_diffusers()
         self._interrupted.clear()
         check_sampler(request.sampler, request.scheduler)
+        _check_steps(request.steps, request.denoise)
         self._check_images(request)
         with self._lock:
             if self._device is None:
@@ -491,7 +493,7 @@ class DiffusersBackend:
         """CLIP sees 75 tokens; longer prompts are cut (diffusers truncates) and we say so once."""
         tokenizer = self._base.tokenizer
         limit = tokenizer.model_max_length
-        if len(tokenizer(prompt).input_ids) <= limit:
+        if len(tokenizer(prompt, verbose=False).input_ids) <= limit:
             return False
         if prompt not in self._warned_prompts:
             self._warned_prompts.add(prompt)
@@ -544,6 +546,15 @@ class DiffusersBackend:
         if self._interrupted.is_set():
             raise Cancelled("Rendering was cancelled; resume the job to continue from the last finished frame.")
         return callback_kwargs
+
+
+def _check_steps(steps: int, denoise: float) -> None:
+    """img2img runs int(steps * denoise) steps (in diffusers as in the WebUI); zero cannot render."""
+    if int(steps * denoise) < 1:
+        raise SpecError(
+            f"Denoise {denoise} with {steps} steps runs no sampling step; raise denoise to at least "
+            f"{1.0 / steps:.2f} or add steps."
+        )
 
 
 def _controlnet_config_dir(path: Path) -> Path:

@@ -147,7 +147,8 @@ def _controlnet_catalog(api: ControlNetApi) -> ControlNetCatalog:
     if api.flavor == SD_WEBUI_CONTROLNET:
         code = api.external_code
         # update=True rescans models/ControlNet, as GET /controlnet/model_list does.
-        return ControlNetCatalog(api.flavor, list(code.get_models(update=True)), list(code.get_modules()), code.get_modules_detail())
+        models = list(code.get_models(update=True))
+        return ControlNetCatalog(api.flavor, models, list(code.get_modules()), code.get_modules_detail())
     state = api.global_state
     assert state is not None
     state.update_controlnet_filenames()
@@ -237,9 +238,13 @@ def build_unit(api: ControlNetApi, plan: ServerPlan, cn: ControlNetSpec, request
         fields["threshold_a"] = float(cn.low_threshold)
         fields["threshold_b"] = float(cn.high_threshold)
     if api.flavor == FORGE_CONTROLNET:
-        # Forge tests `(image < 5).all() and (image_fg > 5).any()`: an all-black map (a blank
-        # frame) with no foreground layer would compare None and crash.
-        fields["image_fg"] = np.zeros(image.shape[:2] + (4,), dtype=np.uint8)
+        if hasattr(api.external_code.ControlNetUnit, "image_fg"):
+            # Forge since Aug 2024 tests `(image < 5).all() and (image_fg > 5).any()`: an
+            # all-black map (a blank frame) without a foreground layer would compare None.
+            fields["image_fg"] = np.zeros(image.shape[:2] + (4,), dtype=np.uint8)
+        else:
+            # Earlier Forge reads the image as {"image", "mask"}, the shape its from_dict makes.
+            fields["image"] = {"image": image, "mask": np.zeros_like(image)}
     return api.external_code.ControlNetUnit(**fields)
 
 
@@ -413,7 +418,7 @@ class WebUILocalBackend:
         if plan.scheduler is not None:  # WebUI 1.9+
             kwargs["scheduler"] = plan.scheduler
         p = processing.StableDiffusionProcessingImg2Img(**kwargs)
-        p.is_api = True  # see the module docstring: keeps the built-in scripts off our settings
+        p.is_api = False  # see the module docstring: keeps the built-in scripts off our settings
         runner = scripts.scripts_img2img
         args = default_script_args(runner)
         api = find_controlnet()

@@ -13,7 +13,7 @@ The loss is a made-up curve: training loss falls steadily while validation loss 
 SD_DOUBLE_BEST_EPOCH (default: 60% of the epochs), the situation the report must reveal.
 Environment switches for tests:
   SD_DOUBLE_NAN_AT_STEP=k       loss becomes NaN from global step k
-  SD_DOUBLE_EXPLODE_AT_STEP=k   loss grows 30% per step from step k
+  SD_DOUBLE_EXPLODE_AT_STEP=k   loss doubles every step from step k
   SD_DOUBLE_CRASH_AT_STEP=k     raise at step k; SD_DOUBLE_CRASH_KIND=oom (default) | runtime
   SD_DOUBLE_STEP_SECONDS=s      sleep per step (for Ctrl-C tests)
   SD_DOUBLE_TQDM_MININTERVAL=s  tqdm's redraw interval (upstream uses tqdm's default 0.1)
@@ -206,7 +206,7 @@ class NetworkTrainer:
             return float("nan")
         loss = 0.06 + 0.08 * math.exp(-3.0 * step / max(total, 1)) + rng.uniform(-0.01, 0.01)
         if explode_at is not None and step >= explode_at:
-            loss *= 1.3 ** (step - explode_at + 1)
+            loss *= 2.0 ** (step - explode_at + 1)
         return loss
 
     def val_loss(self, epoch: int, num_epochs: int, timestep: int) -> float:

@@ -7,12 +7,14 @@ double answers from `_installed` and records the pip command lines instead of ru
 """
 
 import argparse
+import os
 import re
 import sys
 
 args = argparse.Namespace(skip_install=False)
 python = sys.executable
 index_url = ""
+default_command_live = (os.environ.get('WEBUI_LAUNCH_LIVE_OUTPUT') == "1")
 
 _installed = set()  # test hook: import names that count as installed
 _failing = set()  # test hook: import names whose pip install fails
@@ -23,7 +25,7 @@ def is_installed(package):
     return package in _installed
 
 
-def run_pip(command, desc=None, live=False):
+def run_pip(command, desc=None, live=default_command_live):
     if args.skip_install:
         return
     line = f'"{python}" -m pip {command} --prefer-binary'

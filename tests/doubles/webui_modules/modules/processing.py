@@ -266,6 +266,7 @@ def _sample(p, seed: int, loras: List[str]) -> Image.Image:
     strength = float(p.denoising_strength) * done / max(p.steps, 1)
     out = base * (1.0 - strength) + tint * strength
     for unit in getattr(p, "_controlnet_units", []):
-        control = Image.fromarray(np.asarray(unit.image, dtype=np.uint8)).convert("L").resize((p.width, p.height))
+        image = unit.image["image"] if isinstance(unit.image, dict) else unit.image  # Forge before Aug 2024: a pair
+        control = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("L").resize((p.width, p.height))
         out[np.asarray(control) > 127] = 255.0
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
