@@ -273,7 +273,8 @@ def on_app_started(demo: Any, app: Any) -> None:
     manager = _host.get_manager()
     credentials = api_credentials(getattr(cmd_opts, "api_auth", None))
     dependencies = [Depends(api_auth_dependency(credentials))] if credentials else None
-    app.include_router(create_router(manager, allowed_roots(manager.output_root)), dependencies=dependencies)
+    router = create_router(manager, allowed_roots(manager.output_root), default_backend="webui_local")
+    app.include_router(router, dependencies=dependencies)
 
 
 def on_script_unloaded() -> None:

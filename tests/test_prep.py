@@ -55,6 +55,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     upright[:40] = (255, 0, 0)  # a red band on top of the upright picture
     tm.exif_rotated_jpeg(src / "phone.jpg", upright)
     (src / "animation.gif").write_bytes(b"GIF89a")
+    tm.save(src / "鍾離 (1).png", tm.scene(23, (320, 256)))  # non-Latin names reach the sheets too
+    (src / "鍾離 (1).txt").write_text("鍾離, solo", encoding="utf-8")
     before = tm.tree_hashes(src)
     out = root / "dataset"
     result = prepare(_opts(src, out, size=256))
@@ -81,13 +83,14 @@ def test_each_filter_decides_with_its_reason(mixed: Dict[str, Any]) -> None:
         assert files[name]["reason"]
     for i in range(8):
         assert files[f"char{i}.png"]["status"] in ("train", "val"), files[f"char{i}.png"]["reason"]
-    for name in ("screenshot.png", "phone.jpg"):
+    for name in ("screenshot.png", "phone.jpg", "鍾離 (1).png"):
         assert files[name]["status"] in ("train", "val"), files[name]["reason"]
+    assert files["鍾離 (1).png"]["output"].endswith(f"/鍾離_1_{files['鍾離 (1).png']['sha256'][:8]}.png")
     # the larger original is kept and named as what the edit duplicates
     assert files["edit_of_char0.png"]["duplicate_of"] == "char0.png"
     assert files["mirror_of_char1.png"]["duplicate_of"] in ("char1.png",)
     counts = mixed["manifest"]["counts"]
-    assert counts["found"] == 19 and counts["ignored"] == 1 and counts["kept"] == 10
+    assert counts["found"] == 20 and counts["ignored"] == 1 and counts["kept"] == 11
     assert counts["by_reason"]["duplicate"] == 2
 
 
@@ -115,13 +118,8 @@ def test_kohya_layout_and_captions(mixed: Dict[str, Any]) -> None:
 
 def test_tag_suggestions_list_character_features(mixed: Dict[str, Any]) -> None:
     suggested = {s["tag"]: s["count"] for s in mixed["manifest"]["tags"]["suggested_prune"]}
-    kept_with_captions = sum(1 for f in mixed["manifest"]["files"] if f.get("caption_from"))
-    assert suggested == {
-        "brown hair": kept_with_captions,
-        "amber eyes": kept_with_captions,
-        "long hair": kept_with_captions,
-        "earrings": kept_with_captions,
-    }
+    # the 8 kept char*.png captions carry the features ("1girl" and "solo" are generic)
+    assert suggested == {"brown hair": 8, "amber eyes": 8, "long hair": 8, "earrings": 8}
     table = (mixed["out"] / "tag_frequency.csv").read_text(encoding="utf-8").splitlines()
     assert table[0] == "tag,count,percent,suggested,pruned"
     assert any(line.startswith("brown hair,") and ",yes," in line for line in table)

@@ -287,3 +287,11 @@ def test_spec_can_be_laid_over_a_preset(env: Env) -> None:
     assert "masterpiece" in job_toml and "width = 64" in job_toml  # preset prompt, posted size
     unknown = env.client.post(f"{API}/jobs", json={**spec_body(str(env.clip)), "preset": "nope"})
     assert unknown.status_code == 400 and "nope" in unknown.json()["detail"]
+
+
+def test_host_default_backend_applies_unless_the_spec_names_one() -> None:
+    from vidstyle.server import _spec_from
+
+    assert _spec_from({"prompt": "x"}, "anime-canny-sd15", "webui_local").backend.kind == "webui_local"
+    assert _spec_from({"backend": {"kind": "passthrough"}}, "anime-canny-sd15", "webui_local").backend.kind == "passthrough"
+    assert _spec_from({}, "anime-canny-sd15").backend.kind == "diffusers"

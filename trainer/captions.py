@@ -62,7 +62,7 @@ def read_caption_file(path: Path) -> str:
 
 def split_tags(text: str) -> List[str]:
     """Tags from caption text: commas and line breaks separate (sd-scripts reads one line)."""
-    return [part for part in re.split(r"[,\n\r]+", text)]
+    return re.split(r"[,\n\r]+", text)
 
 
 def normalise_tag(tag: str, underscores_to_spaces: bool = True) -> str:

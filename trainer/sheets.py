@@ -36,6 +36,14 @@ def _font() -> ImageFont.ImageFont:
     return loader()
 
 
+def printable(text: str) -> str:
+    """What the small bitmap font can draw: Latin-1; other characters become '?'.
+
+    (prep.json keeps the real names; the sheet is only a picture of them.)
+    """
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
 class _Widths:
     """Per-character advance widths, measured once (labels are wrapped character by character)."""
 
@@ -97,7 +105,7 @@ def _paste_tile(
     text_lines: List[str] = []
     for index, line in enumerate(tile.lines):
         still_to_come = len(tile.lines) - index - 1  # keep a line for each label after this one
-        text_lines.extend(wrap(line, widths, TILE, LABEL_LINES - len(text_lines) - still_to_come))
+        text_lines.extend(wrap(printable(line), widths, TILE, LABEL_LINES - len(text_lines) - still_to_come))
     for n, line in enumerate(text_lines[:LABEL_LINES]):
         draw.text((x, y + TILE + 3 + n * LINE_HEIGHT), line, fill=TEXT, font=font)
 
@@ -111,7 +119,7 @@ def render_page(tiles: Sequence[Tile], title: str) -> Image.Image:
     draw = ImageDraw.Draw(sheet)
     font = _font()
     widths = _Widths(draw, font)
-    draw.text((PADDING, 7), title, fill=TEXT, font=font)
+    draw.text((PADDING, 7), printable(title), fill=TEXT, font=font)
     for index, tile in enumerate(tiles):
         row, column = divmod(index, COLUMNS)
         _paste_tile(sheet, draw, tile, column * cell_w + PADDING, HEADER + row * cell_h + PADDING, font, widths)

@@ -113,14 +113,19 @@ def _parse(model: Any, data: Any, what: str) -> Any:
         raise HttpError(422, describe_validation_error(exc, what)) from None
 
 
-def _spec_from(data: Dict[str, Any], preset: Optional[str]) -> JobSpec:
-    """Preset (optional) with the posted spec laid over it, validated (422 names the bad key)."""
-    if preset:
-        from .spec import deep_merge
+def _spec_from(data: Dict[str, Any], preset: Optional[str], default_backend: Optional[str] = None) -> JobSpec:
+    """Preset (optional) with the posted spec laid over it, validated (422 names the bad key).
 
-        base = load_spec(preset).dict()
-        return build_spec(deep_merge(base, data), what="spec")
-    return build_spec(data, what="spec")
+    `default_backend` is the host's backend (webui_local inside the WebUI): it applies unless
+    the posted spec names a backend itself, since presets are written for standalone use.
+    """
+    from .spec import deep_merge
+
+    base = load_spec(preset).dict() if preset else {}
+    posted_backend = data.get("backend") if isinstance(data.get("backend"), dict) else {}
+    if default_backend and "kind" not in posted_backend:
+        base = deep_merge(base, {"backend": {"kind": default_backend}})
+    return build_spec(deep_merge(base, data), what="spec")
 
 
 def resolve_source(path_text: str, allowed_roots: List[Path]) -> Path:
@@ -192,7 +197,9 @@ def parse_auth(text: Optional[str]) -> Optional[Tuple[str, str]]:
 
 
 # -- the router -------------------------------------------------------------------------------
-def create_router(manager: JobManager, allowed_roots: List[Path], auth: Optional[Credentials] = None) -> APIRouter:
+def create_router(
+    manager: JobManager, allowed_roots: List[Path], auth: Optional[Credentials] = None, default_backend: Optional[str] = None
+) -> APIRouter:
     """All /vidstyle/v1 routes over one JobManager; mount with app.include_router(router).
 
     `auth`: None (open), a (user, password) pair, or a list of pairs; HTTP basic auth, 401 otherwise.
@@ -229,7 +236,7 @@ def create_router(manager: JobManager, allowed_roots: List[Path], auth: Optional
     @route("POST", "/jobs")
     async def submit_job(request: Request) -> Any:
         body = _parse(SubmitBody, await _json(request), "request body")
-        spec = _spec_from(body.spec, body.preset)
+        spec = _spec_from(body.spec, body.preset, default_backend)
         source = resolve_source(spec.source.path, allowed_roots)
         spec = spec.with_overrides({"source.path": str(source)})
         job_id = await run_in_threadpool(manager.submit, spec, body.name)
@@ -254,7 +261,7 @@ def create_router(manager: JobManager, allowed_roots: List[Path], auth: Optional
         if not isinstance(spec_data["source"], dict):
             raise HttpError(422, "spec: 'source' must be an object.")
         spec_data["source"]["path"] = "uploaded"  # validated now, replaced by the stored file below
-        spec = _spec_from(spec_data, form.get("preset") or None)
+        spec = _spec_from(spec_data, form.get("preset") or None, default_backend)
         stored = await run_in_threadpool(manager.save_upload, video.file, getattr(video, "filename", "") or "video.mp4")
         try:
             job_id = await run_in_threadpool(manager.submit, spec.with_overrides({"source.path": str(stored)}),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     import torch
 
 # Bump when anything below changes the weights, so old cache folders are not reused.
-TINY_VERSION = "v5"
+TINY_VERSION = "v6"
 TINY_SEED = 0
 TEXT_HIDDEN = 32
 CROSS_ATTENTION_DIM = 32
@@ -120,7 +120,30 @@ def _text_encoder() -> Any:
         eos_token_id=vocab[EOS_TOKEN],
         pad_token_id=vocab[EOS_TOKEN],
     )
-    return CLIPTextModel(config).eval()
+    model = CLIPTextModel(config).eval()
+    _seeded_text_encoder_init(model, TINY_SEED)
+    return model
+
+
+def _seeded_text_encoder_init(model: Any, seed: int) -> None:
+    """Set every text-encoder weight from our own seeded draws, in name order.
+
+    transformers 4 and 5 initialise CLIP differently (and name the modules differently), so
+    leaving init to them would give different tiny weights per transformers version.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    named = sorted((name[len("text_model.") :] if name.startswith("text_model.") else name, param)
+                   for name, param in model.named_parameters())
+    with torch.no_grad():
+        for name, param in named:
+            if name.endswith("bias"):
+                param.zero_()
+            elif "layer_norm" in name:
+                param.fill_(1.0)
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
 
 
 def _unet() -> Any:
@@ -282,6 +305,8 @@ def build_tiny_sdxl(folder: Path) -> Path:
     )
     torch.manual_seed(TINY_SEED + 10)
     text_encoder, text_encoder_2 = CLIPTextModel(text_config).eval(), CLIPTextModelWithProjection(text_config).eval()
+    _seeded_text_encoder_init(text_encoder, TINY_SEED + 10)
+    _seeded_text_encoder_init(text_encoder_2, TINY_SEED + 12)
     torch.manual_seed(TINY_SEED + 11)
     unet = UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, block_out_channels=UNET_CHANNELS, layers_per_block=1,

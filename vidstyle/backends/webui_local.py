@@ -418,7 +418,7 @@ class WebUILocalBackend:
         if plan.scheduler is not None:  # WebUI 1.9+
             kwargs["scheduler"] = plan.scheduler
         p = processing.StableDiffusionProcessingImg2Img(**kwargs)
-        p.is_api = False  # see the module docstring: keeps the built-in scripts off our settings
+        p.is_api = True  # see the module docstring: keeps the built-in scripts off our settings
         runner = scripts.scripts_img2img
         args = default_script_args(runner)
         api = find_controlnet()
