@@ -12,6 +12,7 @@ work: decoding, a numpy "render", PNG-encoding the answer).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import statistics
 import sys
@@ -130,6 +131,13 @@ def client_side_costs(size: int, frames: int) -> Dict[str, Tuple[float, float]]:
         ),
     }
     costs["total client-side"] = (sum(c[0] for c in costs.values()), sum(c[1] for c in costs.values()))
+    # What the render loop actually does: the job folder already holds both PNGs, so the
+    # backend only base64-encodes the file bytes (Img2ImgRequest.init_png / control_png).
+    init_png, control_png = base64.b64decode(init_b64), base64.b64decode(control_b64)
+    reuse = timed(lambda: (base64.b64encode(init_png), base64.b64encode(control_png)), frames)
+    rest = [costs["build + serialize JSON body"], costs["parse answer JSON + decode image"]]
+    costs["reuse job PNGs (base64 only)"] = reuse
+    costs["total, render-loop path"] = (reuse[0] + sum(c[0] for c in rest), reuse[1] + sum(c[1] for c in rest))
     print(f"request body {len(body) / 1024:.0f} KiB, answer {len(answer) / 1024:.0f} KiB")
     return costs
 
@@ -163,7 +171,7 @@ def main() -> None:
     print(f"  {'step':<36} {'median':>9} {'fastest':>9}")
     for name, (median, fastest) in costs.items():
         print(f"  {name:<36} {median:6.2f} ms {fastest:6.2f} ms")
-    median, fastest = costs["total client-side"]
+    median, fastest = costs["total, render-loop path"]
     verdict = "meets" if median <= 15.0 else "misses"
     print(
         f"client-side overhead per frame: {median:.2f} ms median, {fastest:.2f} ms fastest ({verdict} the 15 ms goal)"

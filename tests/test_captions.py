@@ -44,6 +44,7 @@ def test_suggestions_are_frequent_non_generic_tags_with_counts() -> None:
     assert [(s.tag, s.count, s.fraction) for s in suggested] == [("amber eyes", 10, 1.0), ("brown hair", 10, 1.0)]
     assert [s.tag for s in cap.suggest_prune(frequencies, 10, 0.4, protected=["amber eyes"])] == ["brown hair", "earrings"]
     assert cap.suggest_prune(Counter(), 0, 0.5) == []
+    assert cap.suggest_prune(Counter({"brown hair": 2}), 2, 0.5) == []  # two images say nothing
 
 
 def test_frequency_table() -> None:

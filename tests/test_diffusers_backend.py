@@ -19,7 +19,13 @@ from PIL import Image  # noqa: E402
 from vidstyle.backends import create_backend  # noqa: E402
 from vidstyle.backends.base import Backend, Img2ImgRequest  # noqa: E402
 from vidstyle.backends.diffusers import DiffusersBackend  # noqa: E402
-from vidstyle.errors import BackendError, Cancelled, ModelNotFoundError, PreflightError, SpecError  # noqa: E402
+from vidstyle.errors import (  # noqa: E402
+    BackendError,
+    Cancelled,
+    ModelNotFoundError,
+    PreflightError,
+    SpecError,
+)
 from vidstyle.spec import SAMPLERS, JobSpec, LoraRef, build_spec  # noqa: E402
 from vidstyle.tiny_models import (  # noqa: E402
     build_tiny_sdxl,

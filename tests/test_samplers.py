@@ -8,7 +8,13 @@ import sys
 import pytest
 
 from vidstyle.errors import SpecError
-from vidstyle.samplers import SAMPLER_RECIPES, SCHEDULE_TYPES, build_scheduler, check_sampler, scheduler_options
+from vidstyle.samplers import (
+    SAMPLER_RECIPES,
+    SCHEDULE_TYPES,
+    build_scheduler,
+    check_sampler,
+    scheduler_options,
+)
 from vidstyle.spec import SAMPLERS
 
 # SD1.5's own scheduler config (PNDM), as a checkpoint folder or single file brings it.

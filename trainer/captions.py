@@ -162,14 +162,15 @@ def tag_frequencies(captions: Iterable[Sequence[str]], exclude: Iterable[str] = 
 
 
 def suggest_prune(
-    frequencies: Counter, image_count: int, min_fraction: float, protected: Iterable[str] = ()
+    frequencies: Counter, image_count: int, min_fraction: float, protected: Iterable[str] = (), min_images: int = 5
 ) -> List[TagSuggestion]:
     """Tags in at least `min_fraction` of the images: probably the character's own features.
 
     Generic composition tags (1girl, solo, simple background, ...) and `protected` ones are
-    never suggested. Sorted by count, then name, so the list is stable.
+    never suggested, and nothing is suggested from fewer than `min_images` images (a share
+    of two images says nothing). Sorted by count, then name, so the list is stable.
     """
-    if image_count <= 0:
+    if image_count < max(1, min_images):
         return []
     skip = {t.casefold() for t in GENERIC_TAGS} | {t.casefold() for t in protected}
     chosen = [

@@ -8,6 +8,7 @@ from the main thread only. Long work reports through one callback of RenderEvent
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 import time
@@ -101,7 +102,9 @@ def frame_spec(job: Job, overrides: Dict[str, Any], cache: Dict[str, JobSpec]) -
 
 
 def build_request(job: Job, row: FrameRow, spec: JobSpec) -> Img2ImgRequest:
-    with Image.open(job.src_path(row.idx)) as src, Image.open(job.control_path(row.idx)) as control:
+    init_png = job.src_path(row.idx).read_bytes()
+    control_png = job.control_path(row.idx).read_bytes()
+    with Image.open(io.BytesIO(init_png)) as src, Image.open(io.BytesIO(control_png)) as control:
         init_image = src.convert("RGB")
         control_image = control.convert("RGB")
     return Img2ImgRequest(
@@ -121,6 +124,8 @@ def build_request(job: Job, row: FrameRow, spec: JobSpec) -> Img2ImgRequest:
         sampler=spec.sampling.sampler,
         scheduler=spec.sampling.scheduler,
         seed=frame_seed(spec, row.idx, row.attempt),
+        init_png=init_png,
+        control_png=control_png,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from .errors import SpecError
 
@@ -27,7 +27,6 @@ class SamplerRecipe:
 
     scheduler_class: str
     options: Mapping[str, Any] = field(default_factory=dict)
-    note: str = ""
 
 
 SAMPLER_RECIPES: Dict[str, SamplerRecipe] = {
@@ -47,7 +46,6 @@ SAMPLER_RECIPES: Dict[str, SamplerRecipe] = {
         "DPMSolverSinglestepScheduler",
         # lower_order_final: finish with a first-order step, as diffusers needs for a zero final sigma.
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True, "lower_order_final": True},
-        note="approximated by diffusers' single-step DPM-Solver++ with Karras sigmas",
     ),
     "DDIM": SamplerRecipe("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}),
     "UniPC": SamplerRecipe("UniPCMultistepScheduler", {"use_karras_sigmas": False}),
@@ -66,7 +64,7 @@ SCHEDULE_TYPES: Dict[str, Mapping[str, Any]] = {
     "SGM Uniform": {"timestep_spacing": "trailing"},
 }
 
-# Which options each diffusers class accepts (checked against diffusers 0.42 signatures), so
+# Which options each diffusers class accepts (checked against diffusers 0.39 and 0.42), so
 # an impossible sampler/schedule pair is reported without importing diffusers.
 _CLASS_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "EulerAncestralDiscreteScheduler": ("timestep_spacing",),
@@ -131,6 +129,12 @@ def build_scheduler(base_config: Mapping[str, Any], sampler: str, schedule: str 
     class_name, options = scheduler_options(sampler, schedule)
     scheduler_class = getattr(diffusers, class_name)
     accepted = inspect.signature(scheduler_class.__init__).parameters
+    missing = [key for key in options if key not in accepted]
+    if missing:  # an older diffusers than the table was checked against (0.39 and 0.42)
+        raise SpecError(
+            f"This diffusers ({diffusers.__version__}) cannot do sampler '{sampler}' with scheduler '{schedule}' "
+            f"(no {', '.join(missing)}); upgrade diffusers or choose another scheduler."
+        )
     # Keep only the training-schedule keys this class knows (the checkpoint's own scheduler,
     # often PNDM, has others), and drop solver flags so none leak from the original class.
     config = {
@@ -140,9 +144,3 @@ def build_scheduler(base_config: Mapping[str, Any], sampler: str, schedule: str 
     }
     config.update(options)
     return scheduler_class.from_config(config)
-
-
-def describe(sampler: str) -> Optional[str]:
-    """A note when the diffusers scheduler only approximates the WebUI sampler (for reports)."""
-    recipe = SAMPLER_RECIPES.get(sampler)
-    return (recipe.note or None) if recipe else None

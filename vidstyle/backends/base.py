@@ -7,7 +7,7 @@ Img2ImgRequest per frame and calls `img2img` from up to `concurrency` threads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Protocol, runtime_checkable
+from typing import Any, Callable, Dict, List, Optional, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -36,6 +36,10 @@ class Img2ImgRequest:
     sampler: str
     scheduler: str
     seed: int
+    # The same two images as PNG file bytes when the engine already has them on disk, so an
+    # HTTP backend can send them without encoding them again.
+    init_png: Optional[bytes] = None
+    control_png: Optional[bytes] = None
 
 
 @dataclass

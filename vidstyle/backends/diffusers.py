@@ -27,14 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ..errors import BackendError, Cancelled, ModelNotFoundError, PreflightError, SpecError
+from ..errors import (
+    BackendError,
+    Cancelled,
+    ModelNotFoundError,
+    PreflightError,
+    SpecError,
+)
 from ..samplers import build_scheduler, check_sampler
 from ..spec import ControlNetSpec, JobSpec, LoraRef
 from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
 
 try:  # the WebUI and a slim install have no diffusers; say how to get it instead of a traceback
-    import torch
     import diffusers
+    import torch
     from diffusers import ControlNetModel
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     torch = None  # type: ignore[assignment]

@@ -19,12 +19,15 @@ With a single server, /sdapi/v1/progress is polled while a frame renders and pas
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from PIL import Image
 
 from ..errors import BackendError, Cancelled, PreflightError, SpecError
 from ..spec import ControlNetSpec, JobSpec, LoraRef
@@ -214,6 +217,11 @@ def _parse_info(raw: Any) -> Dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"raw_info": raw}
 
 
+def _png_base64(png: Optional[bytes], image: Image.Image) -> str:
+    """Reuse the engine's PNG file bytes when it has them; encode only when it does not."""
+    return base64.b64encode(png).decode("ascii") if png else encode_png_base64(image)
+
+
 def _server_urls(spec: JobSpec) -> List[str]:
     urls = [normalize_url(url) for url in spec.backend.webui_urls if url.strip()]
     if not urls:
@@ -279,7 +287,7 @@ class WebUIApiBackend:
             with self._preflight_lock:
                 if not self._ready:  # another thread may have finished it meanwhile
                     self._preflight_locked()
-        init_b64 = encode_png_base64(request.init_image)
+        init_b64 = _png_base64(request.init_png, request.init_image)
         control_b64 = self._control_image(request, init_b64)
         wanted = wanted_from_request(request)
         limit = self.policy.server_errors_per_frame or 2 * len(self._servers) + 1
@@ -313,7 +321,7 @@ class WebUIApiBackend:
             return None
         if request.controlnet.preprocessor == "server":
             return init_b64
-        return encode_png_base64(request.control_image)
+        return _png_base64(request.control_png, request.control_image)
 
     def interrupt(self) -> None:
         """Cancel: stop the servers' current frames and make every call raise Cancelled."""
