@@ -205,3 +205,24 @@ def test_contact_sheet_spreads_picks_over_short_jobs(tmp_path: Path) -> None:
     with Image.open(tmp_path / "sheet.png") as sheet:
         reds = [sheet.getpixel((x * 32 + 16, 16))[0] for x in range(3)]
     assert reds == [0, 100, 200]
+
+
+def test_progress_inside_a_frame_feeds_the_eta(tmp_path: Path, demo_clip: Path) -> None:
+    class Reporting(PassthroughBackend):
+        """Reports progress mid-frame the way the WebUI API backend does (fraction, eta_relative)."""
+
+        on_progress = None
+
+        def img2img(self, request: Img2ImgRequest) -> Img2ImgResult:
+            if self.on_progress is not None:
+                self.on_progress(0.5, 2.0)
+            return super().img2img(request)
+
+    events: List[RenderEvent] = []
+    with create_job(_spec(demo_clip), tmp_path / "job") as job:
+        run_job(job, backend=Reporting(job.spec), on_event=events.append)
+    progress = [e for e in events if e.kind == "progress"]
+    assert len(progress) == 8
+    # first frame: 2 s left in it, then 7 more frames at 2 s / (1 - 0.5) = 4 s each
+    assert progress[0].eta_seconds == pytest.approx(2.0 + 7 * 4.0)
+    assert progress[0].frame_fraction == 0.5

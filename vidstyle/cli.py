@@ -150,6 +150,8 @@ class ProgressPrinter:
             self.bar = tqdm(total=event.total, initial=event.done, unit="frame", desc="render", dynamic_ncols=True)
         elif event.kind == "frame" and self.bar is not None:
             self.bar.update(1)
+        elif event.kind == "progress" and self.bar is not None and event.eta_seconds is not None:
+            self.bar.set_postfix_str(f"frame {event.frame_fraction or 0:.0%}, ETA {event.eta_seconds:.0f}s")
         elif event.kind in ("status", "failed"):
             (self.bar.write if self.bar is not None else print)(f"  {event.message}")
 

@@ -415,6 +415,8 @@ class JobManager:
                     live.fps, live.eta_seconds = event.fps, event.eta_seconds
                     if event.image_path:
                         live.recent.append(event.image_path)
+                if event.kind == "progress":
+                    live.eta_seconds = event.eta_seconds
                 if event.kind == "failed":
                     live.failed += 1
                 if event.message and not live.cancel.cancelled:

@@ -32,7 +32,7 @@ import numpy as np
 
 @dataclass
 class RenderEvent:
-    kind: str  # "stage" | "frame" | "failed" | "status" | "done"
+    kind: str  # "stage" | "frame" | "progress" (inside a frame) | "failed" | "status" | "done"
     stage: str  # "prepare" | "preflight" | "render" | "finish"
     done: int = 0
     total: int = 0
@@ -41,6 +41,7 @@ class RenderEvent:
     eta_seconds: Optional[float] = None
     message: str = ""
     image_path: Optional[str] = None
+    frame_fraction: Optional[float] = None  # with "progress": how far the current frame is
 
 
 EventCallback = Callable[[RenderEvent], None]
@@ -69,6 +70,28 @@ class RenderSummary:
 
 def _noop(event: RenderEvent) -> None:
     return None
+
+
+def _attach_frame_progress(backend: Backend, on_event: EventCallback, counts: Dict[str, int], rate: "_Rate") -> None:
+    """Let a one-at-a-time backend that reports progress inside a frame refine the ETA.
+
+    For long frames (a WebUI at high resolution) the frame rate alone moves in jumps; the
+    WebUI's /sdapi/v1/progress fraction and eta_relative fill the gaps.
+    """
+    if getattr(backend, "concurrency", 1) != 1 or not hasattr(backend, "on_progress"):
+        return
+
+    def on_progress(fraction: float, frame_eta: Optional[float]) -> None:
+        fps = rate.fps()
+        per_frame = 1.0 / fps if fps else (frame_eta / max(1e-3, 1.0 - fraction) if frame_eta is not None else None)
+        if per_frame is None:
+            return
+        left_in_frame = frame_eta if frame_eta is not None else per_frame * (1.0 - fraction)
+        remaining = max(0, counts["total"] - counts["done"] - 1)
+        on_event(RenderEvent("progress", "render", counts["done"], counts["total"], fps=fps,
+                             eta_seconds=left_in_frame + remaining * per_frame, frame_fraction=fraction))
+
+    backend.on_progress = on_progress  # type: ignore[attr-defined]
 
 
 class _Rate:
@@ -181,6 +204,8 @@ def render_pending(
     started = time.monotonic()
     workers = max(1, int(getattr(backend, "concurrency", 1)))
     slots = threading.Semaphore(workers)
+    counts = {"done": done, "total": total}
+    _attach_frame_progress(backend, on_event, counts, rate)
     on_event(RenderEvent("stage", "render", done=done, total=total, message=f"{len(todo)} frames to render"))
     # One thread more than backend slots, so reading and writing PNGs overlaps the backend call.
     pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="vidstyle-frame")
@@ -211,6 +236,7 @@ def render_pending(
                     continue
                 _mark(job, row, rendered, backend)
                 done += 1
+                counts["done"] = done
                 summary.rendered += 1
                 rate.tick()
                 fps = rate.fps()
