@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from vidstyle.errors import VidstyleError
+from vidstyle.errors import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except VidstyleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted.", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.run(args))
 
 
 if __name__ == "__main__":

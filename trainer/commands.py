@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from vidstyle.errors import VidstyleError
+from vidstyle.errors import run_command
 
 from .presets import GPU_SIZES, apply_override, list_presets, load_stack, split_override
 
@@ -205,11 +205,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except VidstyleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted.", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.run(args))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vidstyle.errors import SpecError, UserInputError
+from vidstyle.spec import find_preset, presets_in
 
 from .config import FAMILIES, read_toml_file
 
@@ -47,19 +48,11 @@ class PresetStack:
 
 
 def list_presets() -> List[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    return presets_in(PRESET_DIR)
 
 
 def preset_path(name_or_path: str) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" and candidate.is_file():
-        return candidate
-    named = PRESET_DIR / f"{name_or_path}.toml"
-    if named.is_file():
-        return named
-    raise UserInputError(
-        f"Unknown training preset '{name_or_path}'; choose one of: {', '.join(list_presets()) or '(none found)'}, or give a .toml path."
-    )
+    return find_preset(PRESET_DIR, name_or_path, what="training preset")
 
 
 def read_preset(name_or_path: str) -> Tuple[str, Dict[str, Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import __version__
-from .errors import Cancelled, SpecError, UserInputError, VidstyleError
+from .errors import SpecError, UserInputError, run_command
 from .spec import field_info, list_presets, load_spec, tomllib
 
 # flag -> JobSpec field. Help text, defaults and choices come from the field declaration.
@@ -309,17 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except Cancelled as err:
-        print(f"\ncancelled: {err}", file=sys.stderr)
-        return err.exit_code
-    except VidstyleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted.", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ code the CLI uses; third-party exceptions are translated into these at the edge
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class VidstyleError(Exception):
     """Base class: `str(err)` is the one sentence shown to the user."""
@@ -64,3 +67,18 @@ class Cancelled(VidstyleError):
     """The user cancelled; the job stays resumable."""
 
     exit_code = 130
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run a CLI command: user errors print one sentence and give their exit code, never a traceback."""
+    try:
+        return int(command() or 0)
+    except Cancelled as err:
+        print(f"\ncancelled: {err}", file=sys.stderr)
+        return err.exit_code
+    except VidstyleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted.", file=sys.stderr)
+        return 130

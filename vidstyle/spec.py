@@ -231,20 +231,28 @@ def build_spec(data: Mapping[str, Any], what: str = "job spec") -> JobSpec:
         raise SpecError(describe_validation_error(exc, what)) from None
 
 
-def list_presets() -> List[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+def presets_in(folder: Path) -> List[str]:
+    return sorted(p.stem for p in folder.glob("*.toml"))
 
 
-def preset_path(name_or_path: str) -> Path:
+def find_preset(folder: Path, name_or_path: str, what: str = "preset") -> Path:
+    """A preset by name from `folder`, or any .toml path; an unknown name lists the choices."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" and candidate.is_file():
         return candidate
-    named = PRESET_DIR / f"{name_or_path}.toml"
+    named = folder / f"{name_or_path}.toml"
     if named.is_file():
         return named
-    raise UserInputError(
-        f"Unknown preset '{name_or_path}'; choose one of: {', '.join(list_presets()) or '(none found)'}, or give a .toml path."
-    )
+    choices = ", ".join(presets_in(folder)) or "(none found)"
+    raise UserInputError(f"Unknown {what} '{name_or_path}'; choose one of: {choices}, or give a .toml path.")
+
+
+def list_presets() -> List[str]:
+    return presets_in(PRESET_DIR)
+
+
+def preset_path(name_or_path: str) -> Path:
+    return find_preset(PRESET_DIR, name_or_path)
 
 
 def read_toml(path: Path, what: str) -> Dict[str, Any]:
