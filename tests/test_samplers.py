@@ -85,6 +85,12 @@ def test_impossible_pair_is_an_error_not_a_fallback() -> None:
     assert "Euler a" in message and "Karras" in message and "Automatic" in message
 
 
+needs_diffusers = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("diffusers") is None, reason="building schedulers needs diffusers (vidstyle[diffusers])"
+)
+
+
+@needs_diffusers
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_build_scheduler_keeps_the_training_schedule(sampler: str) -> None:
     scheduler = build_scheduler(SD15_SCHEDULER, sampler)
@@ -99,6 +105,7 @@ def test_build_scheduler_keeps_the_training_schedule(sampler: str) -> None:
     assert len(scheduler.timesteps) >= 8
 
 
+@needs_diffusers
 def test_flags_do_not_leak_from_a_previous_sampler() -> None:
     karras = build_scheduler(SD15_SCHEDULER, "DPM++ 2M Karras")
     plain = build_scheduler(dict(karras.config), "DPM++ 2M")

@@ -251,6 +251,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 
 @pytest.fixture()
 def double_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The double writes real .safetensors checkpoints, as sd-scripts does.
+    pytest.importorskip("safetensors", reason="the sd-scripts double needs safetensors (vidstyle[diffusers])")
     for name in ("SD_DOUBLE_NAN_AT_STEP", "SD_DOUBLE_EXPLODE_AT_STEP", "SD_DOUBLE_CRASH_AT_STEP", "SD_DOUBLE_STEP_SECONDS", "SD_DOUBLE_BEST_EPOCH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VIDSTYLE_SD_SCRIPTS", str(th.SD_SCRIPTS_DOUBLE))

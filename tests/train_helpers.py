@@ -71,6 +71,9 @@ def config_argv(dataset: Path, model: Path, out: Path, *presets: str, extra: Seq
 
 def write_events(folder: Path, steps: Dict[str, Sequence[Tuple[int, float]]], wall_time: Optional[float] = None) -> Path:
     """TensorBoard scalar events as accelerate's tracker writes them (Summary.Value simple_value)."""
+    import pytest
+
+    pytest.importorskip("tensorboard", reason="writing TensorBoard event files needs tensorboard (vidstyle[test])")
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
