@@ -33,6 +33,7 @@ DEFAULT_GALLERY_SIZE = 8
 OPT_OUTPUT_DIR = "vidstyle_output_dir"
 OPT_PRESET = "vidstyle_default_preset"
 OPT_GALLERY_SIZE = "vidstyle_gallery_size"
+OPT_KEEP_FRAMES = "vidstyle_keep_intermediate"
 API_MODULES = ("vidstyle.backends.webui_local", "vidstyle.manager", "vidstyle.server")
 TAB_MODULES = API_MODULES + ("vidstyle.ui",)
 CONTROLNET_MISSING = (
@@ -63,7 +64,7 @@ class _Host:
             from vidstyle.manager import JobManager
 
             register_backend("webui_local", create)
-            self.manager = JobManager(output_root())
+            self.manager = JobManager(output_root(), keep_intermediate=bool(option(OPT_KEEP_FRAMES, True)))
         return self.manager
 
     def close(self) -> None:
@@ -108,6 +109,9 @@ def on_ui_settings() -> None:
     shared.opts.add_option(OPT_PRESET, shared.OptionInfo(
         DEFAULT_PRESET, "Default preset", gr.Dropdown, lambda: {"choices": preset_names()},
         section=SECTION).needs_reload_ui())
+    shared.opts.add_option(OPT_KEEP_FRAMES, shared.OptionInfo(
+        True, "Keep intermediate frames (source frames and canny maps) after a job finishes; "
+        "without them a redo decodes the video again", section=SECTION).needs_reload_ui())
     shared.opts.add_option(OPT_GALLERY_SIZE, shared.OptionInfo(
         DEFAULT_GALLERY_SIZE, "Latest frames shown while a job renders", gr.Slider,
         {"minimum": 1, "maximum": 64, "step": 1}, section=SECTION).needs_reload_ui())

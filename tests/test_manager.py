@@ -334,3 +334,22 @@ def test_preview_positions(count: int, expected: List[int]) -> None:
 def test_safe_name() -> None:
     assert safe_name("  ../a b/c  ") == "a-b-c"
     assert safe_name("///") == ""
+
+
+def test_without_intermediate_frames_a_finished_job_keeps_only_results(tmp_path: Path, demo_clip: Path) -> None:
+    manager = JobManager(tmp_path / "jobs", keep_intermediate=False)
+    try:
+        job_id = manager.submit(make_spec(demo_clip), name="lean")
+        assert manager.wait_idle(WAIT)
+        assert manager.status(job_id)["state"] == "done"
+        reopened = JobManager(tmp_path / "jobs")  # state read back from the ledger on disk
+        assert reopened.status(job_id)["state"] == "done"
+        reopened.close()
+        root = tmp_path / "jobs" / job_id
+        assert not any((root / "src").iterdir()) and not any((root / "control").iterdir())
+        assert len(list((root / "out").glob("*.png"))) == 6 and (root / "result.mp4").is_file()
+        manager.redo(job_id, "1", {"sampling.denoise": 0.2})
+        assert manager.wait_idle(WAIT)
+        assert manager.status(job_id)["state"] == "done"
+    finally:
+        manager.close()

@@ -226,3 +226,20 @@ def test_progress_inside_a_frame_feeds_the_eta(tmp_path: Path, demo_clip: Path) 
     # first frame: 2 s left in it, then 7 more frames at 2 s / (1 - 0.5) = 4 s each
     assert progress[0].eta_seconds == pytest.approx(2.0 + 7 * 4.0)
     assert progress[0].frame_fraction == 0.5
+
+
+def test_dropped_intermediates_are_rebuilt_for_a_redo(tmp_path: Path, demo_clip: Path) -> None:
+    from vidstyle.job import drop_intermediates
+
+    with create_job(_spec(demo_clip), tmp_path / "job") as job:
+        with pytest.raises(JobStateError, match="until the job has finished"):
+            drop_intermediates(job)
+        run_job(job)
+        finished = read_png(job.out_path(5))
+        drop_intermediates(job)
+        assert not any((job.root / "src").iterdir()) and not any((job.root / "control").iterdir())
+        assert np.array_equal(read_png(job.out_path(5)), finished)  # results are never touched
+        schedule_redo(job, [2], {"sampling.denoise": 0.3})
+        run_job(job)
+        assert job.src_path(2).is_file() and job.ledger.counts()["done"] == 8
+        assert np.array_equal(read_png(job.out_path(2)), read_png(job.src_path(2)))  # passthrough of the rebuilt frame

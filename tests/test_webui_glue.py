@@ -218,7 +218,8 @@ def test_settings_section(webui: WebUI) -> None:
     script_callbacks.ui_settings_callback()
     labels = shared.opts.data_labels
     ours = {key: info for key, info in labels.items() if key.startswith("vidstyle_")}
-    assert set(ours) == {"vidstyle_output_dir", "vidstyle_default_preset", "vidstyle_gallery_size"}
+    assert set(ours) == {"vidstyle_output_dir", "vidstyle_default_preset", "vidstyle_gallery_size", "vidstyle_keep_intermediate"}
+    assert shared.opts.vidstyle_keep_intermediate is True
     assert {info.section for info in ours.values()} == {("vidstyle", "Video Stylize")}
     assert shared.opts.vidstyle_output_dir == "outputs/vidstyle"
     assert shared.opts.vidstyle_default_preset == "anime-canny-sd15"

@@ -197,7 +197,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     job = create_job(spec, Path(args.output))
     with job:
         print(f"job folder: {job.root}", file=sys.stderr)
-        return _run(job, args.quiet)
+        status = _run(job, args.quiet)
+        if args.drop_intermediate:
+            from .job import drop_intermediates
+
+            drop_intermediates(job)
+        return status
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -214,7 +219,7 @@ def cmd_redo(args: argparse.Namespace) -> int:
     from .render import parse_frame_list, schedule_redo
 
     with open_job(Path(args.job)) as job:
-        if not job.prepared:
+        if job.ledger.frame_count() == 0:
             raise UserInputError(f"{job.root} has not finished preparing; run `vidstyle resume {job.root}` first.")
         frames = parse_frame_list(args.frames, job.ledger.frame_count())
         schedule_redo(job, frames, collect_overrides(args))
@@ -266,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="New job folder (must not exist or be empty).")
     p.add_argument("--preset", default=None, help=f"Preset name ({', '.join(list_presets())}) or a .toml path.")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--drop-intermediate", action="store_true",
+                   help="Delete src/ and control/ when the job finishes (rebuilt from the video if you redo frames).")
     _add_spec_flags(p)
     p.set_defaults(run=cmd_stylize)
 

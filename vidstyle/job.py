@@ -14,6 +14,7 @@ One process works on a job at a time (an advisory lock on JOB/.lock).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -218,6 +219,21 @@ def _write_prepared_frame(job: Job, idx: int, image: Any) -> None:
     write_png(src_path, fitted)
     cn = job.spec.controlnet
     write_png(control_path, canny_map(fitted, cn.low_threshold, cn.high_threshold, cn.blur))
+
+
+def drop_intermediates(job: Job) -> None:
+    """Free the disk the fitted source frames and canny maps take, once the job is finished.
+
+    Only derived files go: out/, history/ and the videos stay. They are rebuilt from the
+    source video if the job is redone later (prepare skips nothing it cannot find).
+    """
+    counts = job.ledger.counts()
+    if counts["done"] != job.ledger.frame_count() or not job.result_path.exists():
+        raise JobStateError("Intermediate frames are kept until the job has finished.")
+    job.ledger.set_meta("prepared", False)
+    for folder in (job.root / "src", job.root / "control"):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(exist_ok=True)
 
 
 def job_summary(job: Job) -> Dict[str, Any]:

@@ -32,7 +32,7 @@ from .backends.base import Backend, StatusCallback
 from .control import canny_map
 from .errors import Cancelled, JobStateError, UserInputError, VidstyleError
 from .imageio import write_png
-from .job import Job, create_job, open_job
+from .job import Job, create_job, drop_intermediates, open_job
 from .ledger import Ledger
 from .render import CancelToken, RenderEvent, parse_frame_list, run_job, schedule_redo
 from .spec import JobSpec
@@ -115,13 +115,17 @@ def preview_positions(frame_count: int, count: int = 3) -> List[int]:
 
 
 class JobManager:
-    def __init__(self, output_root: Path, backend_factory: Optional[BackendFactory] = None) -> None:
+    def __init__(
+        self, output_root: Path, backend_factory: Optional[BackendFactory] = None, keep_intermediate: bool = True
+    ) -> None:
         self.output_root = Path(output_root).resolve()
         try:
             self.output_root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserInputError(f"Cannot create the output folder {self.output_root}: {exc.strerror}.") from None
         self.backend_factory = backend_factory
+        # False: delete src/ and control/ after a finished job (they are rebuilt on redo).
+        self.keep_intermediate = keep_intermediate
         self._lock = threading.RLock()
         self._live: Dict[str, _Live] = {}
         self._finished: Dict[str, _Live] = {}  # last status of jobs this process ran (cancelled jobs keep theirs)
@@ -163,7 +167,7 @@ class JobManager:
             if job_id in self._live:
                 raise JobStateError(f"Job {job_id} is {self._live[job_id].state}; wait for it or cancel it before a redo.")
             with open_job(root) as job:
-                if not job.prepared:
+                if job.ledger.frame_count() == 0:
                     raise JobStateError(f"Job {job_id} has not finished preparing; resume it before redoing frames.")
                 indices = parse_frame_list(frames, job.ledger.frame_count())
                 schedule_redo(job, indices, dict(overrides or {}))
@@ -349,13 +353,13 @@ class JobManager:
             frames = ledger.frame_count()
             recorded = ledger.get_meta("manager_state")
             message = ledger.get_meta("manager_message", "") or ""
-            prepared = bool(ledger.get_meta("prepared", False))
         finally:
             ledger.close()
         recent = sorted((root / "out").glob("*.png"))[-RECENT_FRAMES:]
         base.update(frames=frames, done=counts["done"], failed=counts["failed"], message=message,
                     recent_frames=[str(p) for p in recent], latest_frame=str(recent[-1]) if recent else None)
-        complete = prepared and frames > 0 and counts["done"] == frames and (root / "result.mp4").is_file()
+        # Not the "prepared" flag: a finished job whose intermediate frames were dropped is still done.
+        complete = frames > 0 and counts["done"] == frames and (root / "result.mp4").is_file()
         if complete and recorded != "running":
             base["state"] = "done"
         elif recorded in ("failed", "cancelled"):
@@ -448,6 +452,8 @@ class JobManager:
             if self.backend_factory is not None:
                 backend = self.backend_factory(job.spec, lambda msg: on_event(RenderEvent("status", "render", message=msg)))
             run_job(job, backend=backend, on_event=on_event, cancel=live.cancel)
+            if not self.keep_intermediate:
+                drop_intermediates(job)
             return "done", f"done: {job.result_path}"
         except Cancelled as err:
             return "cancelled", str(err).replace("`vidstyle resume`", "Resume")
