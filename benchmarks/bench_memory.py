@@ -11,24 +11,27 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import make_source, peak_rss_mb
+from _common import make_source
 
 CHILD = """
-import sys, resource
+import sys
 sys.path.insert(0, {root!r})
+sys.path.insert(0, {bench!r})
+from _common import peak_rss_mb
 from vidstyle.job import create_job
 from vidstyle.render import run_job
 from vidstyle.spec import load_spec
 spec = load_spec("anime-canny-sd15", {{"source.path": {clip!r}, "backend.kind": "passthrough", "sampling.seed": 1}})
 with create_job(spec, {job!r}) as job:
     run_job(job)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+print(peak_rss_mb())
 """
 
 
 def run(frames: int, tmp: Path) -> float:
     clip = make_source(tmp / f"src{frames}.mp4", frames)
-    code = CHILD.format(root=str(Path(__file__).resolve().parent.parent), clip=str(clip), job=str(tmp / f"job{frames}"))
+    here = Path(__file__).resolve().parent
+    code = CHILD.format(root=str(here.parent), bench=str(here), clip=str(clip), job=str(tmp / f"job{frames}"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
