@@ -76,6 +76,22 @@ def _dtype_keyword() -> str:
     return "dtype"
 
 
+def _quiet_library_output() -> None:
+    """Our progress bar and status lines are what the user follows; diffusers' and
+    transformers' loading bars and advisory warnings (e.g. "torchvision not installed")
+    would interleave with them. Errors still show."""
+    if diffusers is None:
+        return
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - diffusers without transformers cannot load SD anyway
+        return
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: kind is 'folder' (diffusers layout) or 'file' (single file)."""
@@ -258,6 +274,7 @@ class DiffusersBackend:
     concurrency = 1
 
     def __init__(self, spec: JobSpec, on_status: Optional[StatusCallback] = None) -> None:
+        _quiet_library_output()
         self.spec = spec
         self._on_status = on_status
         self._lock = threading.Lock()
