@@ -50,7 +50,7 @@ LABELS = {
     "controlnet.preprocessor": "Canny map from", "controlnet.pixel_perfect": "Pixel perfect",
     "sampling.denoise": "Denoising strength", "sampling.steps": "Sampling steps", "sampling.cfg_scale": "CFG scale",
     "sampling.sampler": "Sampler", "sampling.scheduler": "Schedule type", "sampling.seed": "Seed",
-    "sampling.seed_policy": "Seed policy", "encode.crf": "Video quality (CRF)", "encode.fps": "Output fps",
+    "sampling.seed_policy": "Seed policy", "encode.crf": "Video quality (CRF)", "encode.preset": "Encoder speed", "encode.fps": "Output fps",
     "encode.keep_audio": "Keep audio", "backend.kind": "Render with", "backend.device": "Device",
     "model.loras.weight": "LoRA weight",
 }
@@ -395,6 +395,7 @@ class _Tab:
         with gr.Accordion("Output and backend", open=False):
             with gr.Row():
                 self.add("encode.crf")
+                self.add("encode.preset")
                 self.add("encode.fps")
                 self.add("encode.keep_audio")
             if self.choices.backend_kind is None:
