@@ -8,6 +8,7 @@ OUTPUT_ROOT/../models) plus the built-in random-weight 'tiny' model.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -117,6 +118,17 @@ def allowed_roots_from_env(output_root: Path, extra: Optional[Sequence[Path]] = 
     return [p.resolve() for p in list(extra or []) + roots]
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """uvicorn reports a taken port as a log line and exit code 3; say it as one sentence first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserInputError(f"Cannot listen on {host}:{port} ({exc.strerror}); choose another --port.") from None
+
+
 def serve_api(host: str, port: int, output_root: Path, auth: Optional[str] = None,
               allowed_roots: Optional[Sequence[Path]] = None) -> int:
     """Serve /vidstyle/v1 with uvicorn until Ctrl-C; `auth` is 'user:pass' for HTTP basic auth."""
@@ -125,6 +137,7 @@ def serve_api(host: str, port: int, output_root: Path, auth: Optional[str] = Non
     from .server import create_app, parse_auth
 
     credentials = parse_auth(auth)
+    _check_can_listen(host, port)
     roots = list(allowed_roots) if allowed_roots else allowed_roots_from_env(Path(output_root))
     if host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
         print(f"warning: serving on {host} without --auth; anyone who can reach it can start jobs.", file=sys.stderr)

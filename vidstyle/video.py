@@ -624,14 +624,19 @@ def _raw_frames(info: VideoInfo, selection: Selection, seek_time: float) -> Gene
     return _iter_video_raw(info, seek_to=max(0.0, seek_time - 1.0 / info.fps))
 
 
+def _in_index_range(raw: Iterator[_RawFrame], sel: Selection) -> Iterator[_RawFrame]:
+    for frame in raw:
+        if frame.index < sel.start_frame:
+            continue
+        if sel.end_frame is not None and frame.index >= sel.end_frame:
+            return
+        yield frame
+
+
 def _select_by_index(raw: Generator[_RawFrame, None, None], sel: Selection) -> Iterator[SelectedFrame]:
     out = 0
     with closing(raw):  # closes the container when selection stops early
-        for frame in raw:
-            if frame.index < sel.start_frame:
-                continue
-            if sel.end_frame is not None and frame.index >= sel.end_frame:
-                break
+        for frame in _in_index_range(raw, sel):
             if (frame.index - sel.start_frame) % sel.every_nth:
                 continue
             yield SelectedFrame(index=out, source_index=frame.index, time=frame.time, image=frame.to_rgb())
@@ -645,11 +650,7 @@ def _select_by_time(raw: Generator[_RawFrame, None, None], sel: Selection) -> It
     held_rgb: Optional[np.ndarray] = None
     tick = 0
     with closing(raw):  # closes the container when selection stops early
-        for frame in raw:
-            if frame.index < sel.start_frame:
-                continue
-            if sel.end_frame is not None and frame.index >= sel.end_frame:
-                break
+        for frame in _in_index_range(raw, sel):
             while held is not None and tick < sel.frame_count and sel.start_time + tick * step < frame.time - TICK_EPS:
                 held_rgb = held_rgb.copy() if held_rgb is not None else held.to_rgb()
                 yield SelectedFrame(index=tick, source_index=held.index, time=held.time, image=held_rgb)

@@ -159,19 +159,20 @@ def build_payload(
     return payload
 
 
-def controlnet_unit(plan: ServerPlan, cn: ControlNetSpec, image_b64: str) -> Dict[str, Any]:
+def controlnet_unit(plan: ServerPlan, cn: ControlNetSpec, image: Any) -> Dict[str, Any]:
     """One unit with the fields both sd-webui-controlnet's ControlNetUnit and Forge's accept.
 
     With preprocessor 'ours' the image is our canny map (request.control_image), sent through
     the identity preprocessor; with 'server' it is the source frame (the init image), which
-    the server's canny module turns into edges with our thresholds.
+    the server's canny module turns into edges with our thresholds. `image` is base64 for
+    the HTTP API, an RGB array in-process (webui_local builds its unit from these fields too).
     """
     unit: Dict[str, Any] = {
         "enabled": True,
         "module": plan.controlnet_module,
         "model": plan.controlnet_model,
         "weight": float(cn.weight),
-        "image": image_b64,
+        "image": image,
         "resize_mode": "Just Resize",
         "processor_res": PROCESSOR_RES,
         "guidance_start": float(cn.guidance_start),

@@ -41,13 +41,12 @@ import numpy as np
 from ..errors import BackendError, Cancelled, PreflightError
 from ..spec import ControlNetSpec, JobSpec
 from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
-from .webui_api import wanted_from_request, wanted_from_spec
+from .webui_api import controlnet_unit, wanted_from_request, wanted_from_spec
 from .webui_preflight import FORGE_CONTROLNET, SD_WEBUI_CONTROLNET, ControlNetCatalog, ServerCatalog, ServerPlan, Wanted, plan_for
 
 NAME = "webui_local"
 JOB_NAME = "vidstyle"
 CONTROLNET_TITLE = "ControlNet"  # Script.title() of both sd-webui-controlnet and Forge's built-in ControlNet
-PROCESSOR_RES = 512  # preprocessor resolution sent with every unit, as the HTTP backend does
 INTERRUPTED = "Stopped by the WebUI's Interrupt button; the job is saved and Resume continues it."
 STOPPED = "Stopped by the WebUI's Stop generating button after the frame in flight; Resume continues the job."
 CANCELLED = "Render cancelled; the job is saved and Resume continues it."
@@ -220,23 +219,7 @@ def build_unit(api: ControlNetApi, plan: ServerPlan, cn: ControlNetSpec, request
     """
     source = request.control_image if cn.preprocessor == "ours" else request.init_image
     image = np.ascontiguousarray(np.asarray(source.convert("RGB"), dtype=np.uint8))
-    fields: Dict[str, Any] = {
-        "enabled": True,
-        "module": plan.controlnet_module,
-        "model": plan.controlnet_model,
-        "weight": float(cn.weight),
-        "image": image,
-        "resize_mode": "Just Resize",
-        "processor_res": PROCESSOR_RES,
-        "guidance_start": float(cn.guidance_start),
-        "guidance_end": float(cn.guidance_end),
-        "pixel_perfect": bool(cn.pixel_perfect),
-        "control_mode": cn.control_mode,
-        "save_detected_map": False,  # otherwise the map is appended to processed.images
-    }
-    if cn.preprocessor == "server":
-        fields["threshold_a"] = float(cn.low_threshold)
-        fields["threshold_b"] = float(cn.high_threshold)
+    fields = controlnet_unit(plan, cn, image)
     if api.flavor == FORGE_CONTROLNET:
         if hasattr(api.external_code.ControlNetUnit, "image_fg"):
             # Forge since Aug 2024 tests `(image < 5).all() and (image_fg > 5).any()`: an
