@@ -1,7 +1,7 @@
 """Run by the WebUI at every start (`python install.py`): add the packages Vidstyle needs that
 the WebUI's Python lacks, and nothing else.
 
-Only the packages in vidstyle/deps.py (av, tomli-w, imagehash, and tomli before Python 3.11)
+Only the packages in vidstyle/deps.py (av, tomli-w, imagehash, filelock, and tomli before Python 3.11)
 are ever installed, and only when `launch.is_installed` says they are missing, so a second
 run does nothing and the WebUI's own pins (torch, gradio, pydantic, numpy, ...) are never
 upgraded. When pip fails, or the WebUI runs with --skip-install, the exact command to run by
@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import List
 
 import launch
 
@@ -24,13 +23,13 @@ if str(EXTENSION_ROOT) not in sys.path:  # the WebUI runs this file from its own
 from vidstyle.deps import Dependency, needed, pip_command  # noqa: E402  (needs the path above)
 
 
-def missing() -> List[Dependency]:
+def missing() -> list[Dependency]:
     return [dep for dep in needed() if not launch.is_installed(dep.import_name)]
 
 
-def install(todo: List[Dependency]) -> List[Dependency]:
+def install(todo: list[Dependency]) -> list[Dependency]:
     """pip-install each missing package through the WebUI; returns those still missing."""
-    failed: List[Dependency] = []
+    failed: list[Dependency] = []
     for dep in todo:
         try:
             # Quoted: launch.run_pip runs the line through a shell, where '>' would redirect.
@@ -49,7 +48,9 @@ def main() -> int:
     python = getattr(launch, "python", sys.executable)
     command = pip_command(tuple(dep.pip_spec for dep in todo), python)
     if getattr(launch.args, "skip_install", False):
-        print(f"Vidstyle: the WebUI runs with --skip-install, so install what Video Stylize needs by hand:\n  {command}")
+        print(
+            f"Vidstyle: the WebUI runs with --skip-install, so install what Video Stylize needs by hand:\n  {command}"
+        )
         return 0
     still_missing = install(todo)
     if still_missing:

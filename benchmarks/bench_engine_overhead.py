@@ -16,7 +16,7 @@ from _common import make_source, peak_rss_mb
 
 from vidstyle.backends.passthrough import PassthroughBackend
 from vidstyle.job import create_job, prepare
-from vidstyle.outputs import contact_sheet, _frame_paths, _audio_args
+from vidstyle.outputs import _audio_args, _frame_paths
 from vidstyle.render import render_pending
 from vidstyle.spec import load_spec
 from vidstyle.video import encode_video
@@ -29,20 +29,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = make_source(root / "src.mp4", args.frames)
-        spec = load_spec("anime-canny-sd15", {"source.path": str(clip), "backend.kind": "passthrough", "sampling.seed": 1})
+        spec = load_spec(
+            "anime-canny-sd15", {"source.path": str(clip), "backend.kind": "passthrough", "sampling.seed": 1}
+        )
         with create_job(spec, root / "job") as job:
             t0 = time.perf_counter()
             n = prepare(job)
             t1 = time.perf_counter()
             render_pending(job, PassthroughBackend(job.spec))
             t2 = time.perf_counter()
-            encode_video(_frame_paths(job, "out"), job.result_path, fps=job.fps, crf=18, preset=job.spec.encode.preset, **_audio_args(job))
+            encode_video(
+                _frame_paths(job, "out"),
+                job.result_path,
+                fps=job.fps,
+                crf=18,
+                preset=job.spec.encode.preset,
+                **_audio_args(job),
+            )
             t3 = time.perf_counter()
             from vidstyle.outputs import write_outputs
 
             write_outputs(job)
             t4 = time.perf_counter()
-    per = lambda s: 1000.0 * s / n
+
+    def per(seconds: float) -> float:
+        return 1000.0 * seconds / n
+
     print(f"frames: {n} at 512x512 (source {clip.name})")
     print(f"prepare (decode + fit + canny + 2 PNG writes + ledger): {per(t1 - t0):6.2f} ms/frame")
     print(f"render loop (PNG reads + out PNG with text + ledger):   {per(t2 - t1):6.2f} ms/frame")

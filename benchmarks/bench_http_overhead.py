@@ -17,8 +17,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -52,7 +52,7 @@ def canny_map(image: Image.Image) -> Image.Image:
     return Image.fromarray(edges).convert("RGB")
 
 
-def spec_for(urls: List[str], size: int) -> JobSpec:
+def spec_for(urls: list[str], size: int) -> JobSpec:
     return JobSpec.parse_obj(
         {
             "size": {"width": size, "height": size},
@@ -85,7 +85,7 @@ def request_for(spec: JobSpec, index: int, init: Image.Image, control: Image.Ima
     )
 
 
-def timed(function: Callable[[], object], repeats: int) -> Tuple[float, float]:
+def timed(function: Callable[[], object], repeats: int) -> tuple[float, float]:
     """(median, fastest) milliseconds of `repeats` calls; the fastest shows the cost without
     interference from other processes on a shared machine."""
     samples = []
@@ -96,7 +96,7 @@ def timed(function: Callable[[], object], repeats: int) -> Tuple[float, float]:
     return statistics.median(samples), min(samples)
 
 
-def client_side_costs(size: int, frames: int) -> Dict[str, Tuple[float, float]]:
+def client_side_costs(size: int, frames: int) -> dict[str, tuple[float, float]]:
     server = DoubleServer(make_webui_double()).start()  # only to get a real plan from preflight
     try:
         spec = spec_for([server.url], size)

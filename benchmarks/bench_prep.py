@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import cv2
@@ -50,7 +49,9 @@ def make_image(args: tuple) -> None:
         Image.fromarray(image).save(path_base.with_suffix(".jpg"), "JPEG", quality=92)
     else:
         Image.fromarray(image).save(path_base.with_suffix(".png"), "PNG", compress_level=6)
-    path_base.with_suffix(".txt").write_text(f"1girl, solo, brown_hair, amber_eyes, shape_{index % 17}", encoding="utf-8")
+    path_base.with_suffix(".txt").write_text(
+        f"1girl, solo, brown_hair, amber_eyes, shape_{index % 17}", encoding="utf-8"
+    )
 
 
 def generate(folder: Path, count: int) -> None:
@@ -69,8 +70,8 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _descendants(pid: int) -> List[int]:
-    found: List[int] = []
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
             for child in (task / "children").read_text().split():
@@ -133,12 +134,18 @@ def main() -> None:
     timings = result.timings
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"kept {counts['kept']} ({counts['train']} train + {counts['val']} val), dropped {counts['dropped']} {counts['by_reason']}")
+    print(
+        f"kept {counts['kept']} ({counts['train']} train + {counts['val']} val), dropped {counts['dropped']} "
+        f"{counts['by_reason']}"
+    )
     print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total"))
     print(f"prep total:             {timings['total']:7.2f} s   (goal <= 60 s)")
     print(f"near-duplicate search:  {timings['dedupe']:7.3f} s   (goal <= 5 s)")
     cores = args.workers or os.cpu_count() or 1
-    print(f"CPU time, all processes: {cpu:6.1f} s  (/ {cores} cores = {cpu / cores:.1f} s: the wall time on an idle machine)")
+    print(
+        f"CPU time, all processes: {cpu:6.1f} s  (/ {cores} cores = {cpu / cores:.1f} s: the wall time on an idle "
+        "machine)"
+    )
     print(f"load average during the run: {os.getloadavg()[0]:.1f} (other work on the machine slows the wall time)")
     print(f"peak RSS, main + workers sampled together: {sampler.peak_kb / 1024:7.1f} MB   (goal <= 1,536 MB)")
     print(f"peak RSS, main process:                    {self_kb / 1024:7.1f} MB")

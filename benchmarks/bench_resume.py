@@ -25,7 +25,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = make_source(root / "src.mp4", FRAMES)
-        spec = load_spec("anime-canny-sd15", {"source.path": str(clip), "backend.kind": "passthrough", "sampling.seed": 1})
+        spec = load_spec(
+            "anime-canny-sd15", {"source.path": str(clip), "backend.kind": "passthrough", "sampling.seed": 1}
+        )
         stop = CancelToken()
 
         def halfway(event: RenderEvent) -> None:

@@ -60,10 +60,22 @@ def main() -> None:
 
     def request(index: int) -> Img2ImgRequest:
         return Img2ImgRequest(
-            frame_index=index, init_image=init, control_image=edges, prompt="1girl, anime style",
-            negative_prompt="lowres", checkpoint="tiny", loras=[], controlnet=spec.controlnet,
-            width=args.size, height=args.size, denoise=args.denoise, steps=args.steps,
-            cfg_scale=7.0, sampler="Euler a", scheduler="Automatic", seed=index,
+            frame_index=index,
+            init_image=init,
+            control_image=edges,
+            prompt="1girl, anime style",
+            negative_prompt="lowres",
+            checkpoint="tiny",
+            loras=[],
+            controlnet=spec.controlnet,
+            width=args.size,
+            height=args.size,
+            denoise=args.denoise,
+            steps=args.steps,
+            cfg_scale=7.0,
+            sampler="Euler a",
+            scheduler="Automatic",
+            seed=index,
         )
 
     backend.img2img(request(0))  # warm-up: first-call allocations and kernel selection
@@ -75,10 +87,14 @@ def main() -> None:
     backend.close()
     steps_run = int(args.steps * args.denoise)
     mode = "img2img" if args.no_controlnet else "ControlNet img2img"
-    print(f"tiny model, {mode}, {args.size}x{args.size}, {steps_run} of {args.steps} steps, CFG on, "
-          f"{torch.get_num_threads()} torch threads, load {load_s:.2f} s")
-    print(f"ms per frame: median {statistics.median(times) * 1000:.0f}, min {min(times) * 1000:.0f}, "
-          f"max {max(times) * 1000:.0f} over {len(times)} frames")
+    print(
+        f"tiny model, {mode}, {args.size}x{args.size}, {steps_run} of {args.steps} steps, CFG on, "
+        f"{torch.get_num_threads()} torch threads, load {load_s:.2f} s"
+    )
+    print(
+        f"ms per frame: median {statistics.median(times) * 1000:.0f}, min {min(times) * 1000:.0f}, "
+        f"max {max(times) * 1000:.0f} over {len(times)} frames"
+    )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List
 
 from _common import make_source
 
@@ -38,25 +38,44 @@ def main() -> None:
         info = probe(clip)
         print(f"probe (first call, full packet scan):      {1000.0 * (time.perf_counter() - start):7.2f} ms")
         print(f"source: {info.width}x{info.height}, {info.frame_count} frames, audio: {bool(info.audio)}")
-        decoded: List = []
-        per_frame("decode (iter_frames, RGB)", info.frame_count,
-                  lambda: decoded.extend(f.image for f in iter_frames(clip, SourceSpec(), info)))
-        fitted: List = []
-        per_frame("fit_frame crop -> 512x512", len(decoded), lambda: fitted.extend(fit_frame(i, 512, 512, "crop") for i in decoded))
-        edges: List = []
+        decoded: list = []
+        per_frame(
+            "decode (iter_frames, RGB)",
+            info.frame_count,
+            lambda: decoded.extend(f.image for f in iter_frames(clip, SourceSpec(), info)),
+        )
+        fitted: list = []
+        per_frame(
+            "fit_frame crop -> 512x512",
+            len(decoded),
+            lambda: fitted.extend(fit_frame(i, 512, 512, "crop") for i in decoded),
+        )
+        edges: list = []
         per_frame("canny_map 100/200", len(fitted), lambda: edges.extend(canny_map(i, 100, 200) for i in fitted))
         frames_dir = root / "frames"
-        per_frame("write_png frame (cv2, level 1)", len(fitted),
-                  lambda: [write_png(frames_dir / f"{n:06d}.png", img) for n, img in enumerate(fitted)])
-        per_frame("write_png canny map", len(edges),
-                  lambda: [write_png(root / "control" / f"{n:06d}.png", img) for n, img in enumerate(edges)])
+        per_frame(
+            "write_png frame (cv2, level 1)",
+            len(fitted),
+            lambda: [write_png(frames_dir / f"{n:06d}.png", img) for n, img in enumerate(fitted)],
+        )
+        per_frame(
+            "write_png canny map",
+            len(edges),
+            lambda: [write_png(root / "control" / f"{n:06d}.png", img) for n, img in enumerate(edges)],
+        )
         text = {"parameters": "a dancer <lora:x:0.8>\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1"}
-        per_frame("write_png with text chunk (Pillow)", len(fitted),
-                  lambda: [write_png(root / "out" / f"{n:06d}.png", img, text=text) for n, img in enumerate(fitted)])
+        per_frame(
+            "write_png with text chunk (Pillow)",
+            len(fitted),
+            lambda: [write_png(root / "out" / f"{n:06d}.png", img, text=text) for n, img in enumerate(fitted)],
+        )
         paths = sorted(frames_dir.glob("*.png"))
         per_frame("read_png", len(paths), lambda: [read_png(p) for p in paths])
-        per_frame("encode_video from PNGs + AAC (veryfast)", len(paths),
-                  lambda: encode_video(paths, root / "result.mp4", info.rate, audio_from=clip))
+        per_frame(
+            "encode_video from PNGs + AAC (veryfast)",
+            len(paths),
+            lambda: encode_video(paths, root / "result.mp4", info.rate, audio_from=clip),
+        )
 
 
 if __name__ == "__main__":

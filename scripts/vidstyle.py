@@ -11,15 +11,17 @@ the end:
   ControlNet extension gives a tab that says what to do instead of a broken WebUI;
 * on_app_started: /vidstyle/v1 (vidstyle.server.create_router) on the WebUI's FastAPI app
   when the WebUI serves its API (--api or --nowebui), behind the WebUI's own --api-auth
-  check when that is set;
+  check when that is set, under the policy of the settings (vidstyle.policy: by default
+  clients get the in-process backend only and no WebUI URLs);
 * on_script_unloaded (Reload UI): the manager stops; an unfinished job stays resumable.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 from modules import script_callbacks
 
@@ -27,6 +29,9 @@ EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 TAB_TITLE = "Video Stylize"
 TAB_ID = "vidstyle"
 SECTION = ("vidstyle", "Video Stylize")
+# The settings category (A1111 1.7+, Forge): "Stable Diffusion", beside the img2img section,
+# since a job is img2img over a video's frames. Registered by the WebUI itself.
+SETTINGS_CATEGORY = "sd"
 DEFAULT_OUTPUT_DIR = "outputs/vidstyle"
 DEFAULT_PRESET = "anime-canny-sd15"
 DEFAULT_GALLERY_SIZE = 8
@@ -34,6 +39,14 @@ OPT_OUTPUT_DIR = "vidstyle_output_dir"
 OPT_PRESET = "vidstyle_default_preset"
 OPT_GALLERY_SIZE = "vidstyle_gallery_size"
 OPT_KEEP_FRAMES = "vidstyle_keep_intermediate"
+# The policy of /vidstyle/v1 (what API clients may ask for); see vidstyle.policy.
+OPT_API_BACKENDS = "vidstyle_api_backends"
+OPT_API_WEBUI_URLS = "vidstyle_api_webui_urls"
+OPT_API_MAX_UPLOAD_MB = "vidstyle_api_max_upload_mb"
+OPT_API_MAX_QUEUED = "vidstyle_api_max_queued_jobs"
+OPT_API_MAX_MEGAPIXELS = "vidstyle_api_max_job_megapixels"
+API_BACKEND_CHOICES = ["webui_local", "webui_api", "passthrough"]
+DEFAULT_API_BACKENDS = ["webui_local"]
 API_MODULES = ("vidstyle.backends.webui_local", "vidstyle.manager", "vidstyle.server")
 TAB_MODULES = API_MODULES + ("vidstyle.ui",)
 CONTROLNET_MISSING = (
@@ -46,7 +59,7 @@ CONTROLNET_MISSING = (
 try:
     import vidstyle  # noqa: F401  (binds the name while our folder is on sys.path)
 
-    _package_error: Optional[BaseException] = None
+    _package_error: BaseException | None = None
 except Exception as exc:  # told in the tab, never at WebUI start-up
     _package_error = exc
 
@@ -94,27 +107,90 @@ def output_root() -> Path:
     return path if path.is_absolute() else Path(paths_internal.data_path) / path
 
 
-def preset_names() -> List[str]:
+def preset_names() -> list[str]:
     # Globbed here, not read through vidstyle.spec: settings register even when the engine cannot import.
     return sorted(p.stem for p in (EXTENSION_ROOT / "presets" / "video").glob("*.toml")) or [DEFAULT_PRESET]
+
+
+def _option_info(*args: Any, **kwargs: Any) -> Any:
+    """shared.OptionInfo in our section, filed under SETTINGS_CATEGORY where the WebUI has categories.
+
+    A1111 1.7+ and Forge take `category_id` (a section without one is listed under
+    "Uncategorized"); earlier WebUIs have no such parameter, and there the section alone is right.
+    """
+    import inspect
+
+    from modules import shared
+
+    if "category_id" in inspect.signature(shared.OptionInfo).parameters:
+        kwargs["category_id"] = SETTINGS_CATEGORY
+    return shared.OptionInfo(*args, section=SECTION, **kwargs)
 
 
 def on_ui_settings() -> None:
     import gradio as gr
     from modules import shared
 
-    shared.opts.add_option(OPT_OUTPUT_DIR, shared.OptionInfo(
-        DEFAULT_OUTPUT_DIR, "Output folder for Video Stylize jobs (a relative path is inside the WebUI's data folder)",
-        section=SECTION).needs_reload_ui())
-    shared.opts.add_option(OPT_PRESET, shared.OptionInfo(
-        DEFAULT_PRESET, "Default preset", gr.Dropdown, lambda: {"choices": preset_names()},
-        section=SECTION).needs_reload_ui())
-    shared.opts.add_option(OPT_KEEP_FRAMES, shared.OptionInfo(
-        True, "Keep intermediate frames (source frames and canny maps) after a job finishes; "
-        "without them a redo decodes the video again", section=SECTION).needs_reload_ui())
-    shared.opts.add_option(OPT_GALLERY_SIZE, shared.OptionInfo(
-        DEFAULT_GALLERY_SIZE, "Latest frames shown while a job renders", gr.Slider,
-        {"minimum": 1, "maximum": 64, "step": 1}, section=SECTION).needs_reload_ui())
+    shared.opts.add_option(
+        OPT_OUTPUT_DIR,
+        _option_info(
+            DEFAULT_OUTPUT_DIR,
+            "Output folder for Video Stylize jobs (a relative path is inside the WebUI's data folder)",
+        ).needs_reload_ui(),
+    )
+    shared.opts.add_option(
+        OPT_PRESET,
+        _option_info(
+            DEFAULT_PRESET,
+            "Default preset",
+            gr.Dropdown,
+            lambda: {"choices": preset_names()},
+        ).needs_reload_ui(),
+    )
+    shared.opts.add_option(
+        OPT_KEEP_FRAMES,
+        _option_info(
+            True,
+            "Keep intermediate frames (source frames and canny maps) after a job finishes; "
+            "without them a redo decodes the video again",
+        ).needs_reload_ui(),
+    )
+    shared.opts.add_option(
+        OPT_GALLERY_SIZE,
+        _option_info(
+            DEFAULT_GALLERY_SIZE,
+            "Latest frames shown while a job renders",
+            gr.Slider,
+            {"minimum": 1, "maximum": 64, "step": 1},
+        ).needs_reload_ui(),
+    )
+    shared.opts.add_option(
+        OPT_API_BACKENDS,
+        _option_info(
+            list(DEFAULT_API_BACKENDS),
+            "API (/vidstyle/v1, with --api): backends clients may choose",
+            gr.CheckboxGroup,
+            {"choices": API_BACKEND_CHOICES},
+        ).needs_restart(),
+    )
+    shared.opts.add_option(
+        OPT_API_WEBUI_URLS,
+        _option_info(
+            "",
+            "API: WebUI servers webui_api jobs may call (comma-separated URLs; none by default; "
+            "their user:password comes from the VIDSTYLE_WEBUI_AUTH environment variable)",
+        ).needs_restart(),
+    )
+    shared.opts.add_option(
+        OPT_API_MAX_UPLOAD_MB, _option_info(4096, "API: largest video upload (MB)", gr.Number).needs_restart()
+    )
+    shared.opts.add_option(
+        OPT_API_MAX_QUEUED, _option_info(16, "API: most jobs queued or rendering at once", gr.Number).needs_restart()
+    )
+    shared.opts.add_option(
+        OPT_API_MAX_MEGAPIXELS,
+        _option_info(20000, "API: largest job, frames x width x height in megapixels", gr.Number).needs_restart(),
+    )
 
 
 # -- start-up problems, told in the tab ------------------------------------------------------------
@@ -143,7 +219,7 @@ def explain_import_error(exc: BaseException) -> str:
     )
 
 
-def import_problem(needed: Tuple[str, ...] = TAB_MODULES) -> Optional[str]:
+def import_problem(needed: tuple[str, ...] = TAB_MODULES) -> str | None:
     """None when our package and the `needed` modules import; else what to do, as Markdown."""
     if _package_error is not None:
         return explain_import_error(_package_error)
@@ -164,7 +240,7 @@ def import_problem(needed: Tuple[str, ...] = TAB_MODULES) -> Optional[str]:
     return None
 
 
-def controlnet_problem() -> Optional[str]:
+def controlnet_problem() -> str | None:
     from vidstyle.backends.webui_local import find_controlnet
 
     return None if find_controlnet() is not None else CONTROLNET_MISSING
@@ -177,7 +253,7 @@ def _report(message: str) -> None:
     errors.report(message, exc_info=True)
 
 
-def message_tab(markdown: str) -> List[Tuple[Any, str, str]]:
+def message_tab(markdown: str) -> list[tuple[Any, str, str]]:
     import gradio as gr
 
     with gr.Blocks(analytics_enabled=False) as blocks:
@@ -188,7 +264,7 @@ def message_tab(markdown: str) -> List[Tuple[Any, str, str]]:
 # -- the tab --------------------------------------------------------------------------------------
 
 
-def on_ui_tabs() -> List[Tuple[Any, str, str]]:
+def on_ui_tabs() -> list[tuple[Any, str, str]]:
     problem = import_problem() or controlnet_problem()
     if problem:
         return message_tab(problem)
@@ -217,46 +293,52 @@ def on_ui_tabs() -> List[Tuple[Any, str, str]]:
 # -- the HTTP routes ------------------------------------------------------------------------------
 
 
-def api_credentials(text: Optional[str]) -> Dict[str, str]:
-    """--api-auth as modules/api/api.py reads it: 'user:password' pairs separated by commas."""
-    credentials: Dict[str, str] = {}
-    for pair in (text or "").split(","):
-        if pair:
-            user, _, password = pair.partition(":")
-            credentials[user] = password
-    return credentials
-
-
-def api_auth_dependency(credentials: Dict[str, str]) -> Callable[..., bool]:
+def api_auth_dependency(credentials: dict[str, str]) -> Callable[..., bool]:
     """The WebUI API's own check (HTTP basic, any of the --api-auth users), for our routes."""
-    from secrets import compare_digest
-
     from fastapi import Depends, HTTPException
     from fastapi.security import HTTPBasic
+
+    from vidstyle.auth import credentials_match
 
     # No annotation on `given`: with postponed annotations FastAPI could not resolve a local
     # import's name, and a Depends() default needs none.
     def check(given=Depends(HTTPBasic())) -> bool:  # type: ignore[no-untyped-def]
-        expected = credentials.get(given.username)
-        if expected is not None and compare_digest(given.password.encode(), expected.encode()):
+        if credentials_match(given.username, given.password, credentials.items()):
             return True
-        raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        raise HTTPException(
+            status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
+        )
 
     return check
 
 
-def allowed_roots(jobs_root: Path) -> List[Path]:
+def allowed_roots(jobs_root: Path) -> list[Path]:
     """Folders API clients may name source videos in: the WebUI's data folder, the jobs folder,
     and every --gradio-allowed-path (the WebUI's own list of folders it may serve files from)."""
     from modules import paths_internal, shared
 
     extra = getattr(shared.cmd_opts, "gradio_allowed_path", None) or []
-    roots: List[Path] = []
+    roots: list[Path] = []
     for candidate in [Path(paths_internal.data_path), jobs_root, *(Path(p) for p in extra)]:
         resolved = candidate.expanduser().resolve()
         if resolved not in roots:
             roots.append(resolved)
     return roots
+
+
+def api_policy() -> Any:
+    """The operator's policy for /vidstyle/v1 from the settings; by default jobs render in-process only."""
+    from vidstyle.policy import MIB, ServerPolicy
+
+    backends = option(OPT_API_BACKENDS, DEFAULT_API_BACKENDS)
+    urls = str(option(OPT_API_WEBUI_URLS, "")).replace(",", "\n").splitlines()
+    return ServerPolicy.for_webui(
+        backends=list(backends) or list(DEFAULT_API_BACKENDS),
+        webui_urls=[url.strip() for url in urls if url.strip()],
+        max_upload_bytes=int(float(option(OPT_API_MAX_UPLOAD_MB, 4096)) * MIB),
+        max_queued_jobs=int(option(OPT_API_MAX_QUEUED, 16)),
+        max_job_megapixels=float(option(OPT_API_MAX_MEGAPIXELS, 20000)),
+    )
 
 
 def on_app_started(demo: Any, app: Any) -> None:
@@ -272,12 +354,30 @@ def on_app_started(demo: Any, app: Any) -> None:
         return
     from fastapi import Depends
 
+    from vidstyle.auth import parse_credential_list
+    from vidstyle.compat import ValidationError
+    from vidstyle.overrides import describe_validation_error
     from vidstyle.server import create_router
 
+    try:
+        policy = api_policy()
+    except ValidationError as exc:  # never a broken WebUI start: say which setting to fix
+        print(
+            f"Video Stylize: /vidstyle/v1 is not served; fix the setting: "
+            f"{describe_validation_error(exc, 'Video Stylize API settings')}",
+            file=sys.stderr,
+        )
+        return
     manager = _host.get_manager()
-    credentials = api_credentials(getattr(cmd_opts, "api_auth", None))
+    credentials = parse_credential_list(getattr(cmd_opts, "api_auth", None))  # as the WebUI's API reads it
     dependencies = [Depends(api_auth_dependency(credentials))] if credentials else None
-    router = create_router(manager, allowed_roots(manager.output_root), default_backend="webui_local")
+    router = create_router(
+        manager,
+        allowed_roots(manager.output_root),
+        default_backend="webui_local",
+        default_preset=lambda: str(option(OPT_PRESET, DEFAULT_PRESET)),
+        policy=policy,
+    )
     app.include_router(router, dependencies=dependencies)
 
 

@@ -9,10 +9,10 @@ A/V sync survives a round trip only if both land together (`flash_times_in`, `be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
 
 import av
 import cv2
@@ -27,12 +27,12 @@ BEEP_SECONDS = 0.05
 @dataclass
 class MadeVideo:
     path: Path
-    frame_times: List[float]  # video-timeline pts of every frame (seconds)
+    frame_times: list[float]  # video-timeline pts of every frame (seconds)
     fps: float  # nominal rate (VFR: the rate of the base grid)
-    size: Tuple[int, int]  # coded (width, height)
+    size: tuple[int, int]  # coded (width, height)
     seconds: float
     audio: bool
-    beep_times: List[float] = field(default_factory=list)
+    beep_times: list[float] = field(default_factory=list)
 
     @property
     def frame_count(self) -> int:
@@ -50,7 +50,7 @@ def marker_height(height: int) -> int:
     return max(6, height // 8)
 
 
-def draw_frame(index: int, t: float, size: Tuple[int, int], flash: bool = False) -> np.ndarray:
+def draw_frame(index: int, t: float, size: tuple[int, int], flash: bool = False) -> np.ndarray:
     """One RGB frame: panning texture, a walking figure, and the index barcode at the bottom."""
     width, height = size
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -102,7 +102,7 @@ def is_flash(image: np.ndarray) -> bool:
     return float(body.mean()) > 200
 
 
-def vfr_times(seconds: float, fps: float) -> List[float]:
+def vfr_times(seconds: float, fps: float) -> list[float]:
     """Irregular frame times: steps of 1, 1, 2, 1, 3 frame periods, repeating (like a game capture)."""
     pattern = (1, 1, 2, 1, 3)
     times, t, k = [], 0.0, 0
@@ -124,15 +124,15 @@ def audio_track(seconds: float, sample_rate: int, beep_times: Sequence[float]) -
 
 
 def make_video(
-    path: Union[str, Path],
+    path: str | Path,
     seconds: float = 1.0,
     fps: float = 30,
-    size: Tuple[int, int] = (96, 64),
+    size: tuple[int, int] = (96, 64),
     audio: bool = True,
     vfr: bool = False,
     rotation: int = 0,
     flash_times: Sequence[float] = (),
-    frame_times: Optional[Sequence[float]] = None,
+    frame_times: Sequence[float] | None = None,
     sample_rate: int = 44100,
     channels: int = 2,
     crf: int = 12,
@@ -147,9 +147,15 @@ def make_video(
     sound at flash_times), as in captures whose sound device started late.
     """
     path = Path(path)
-    times = list(frame_times) if frame_times is not None else (vfr_times(seconds, fps) if vfr else [i / fps for i in range(int(round(seconds * fps)))])
+    times = (
+        list(frame_times)
+        if frame_times is not None
+        else (vfr_times(seconds, fps) if vfr else [i / fps for i in range(int(round(seconds * fps)))])
+    )
     container = av.open(str(path), mode="w")
-    video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": str(crf), "preset": "veryfast"})
+    video = container.add_stream(
+        "libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": str(crf), "preset": "veryfast"}
+    )
     video.width, video.height = size
     video.pix_fmt = "yuv420p"
     time_base = Fraction(1, 90000) if (vfr or frame_times is not None) else Fraction(1) / video.codec_context.framerate
@@ -172,24 +178,42 @@ def make_video(
         frame.time_base = time_base
         container.mux(video.encode(frame))
         if sound is not None and samples is not None:
-            upto = min(len(samples), int(round((times[index + 1] if index + 1 < len(times) else seconds) * sample_rate)))
+            upto = min(
+                len(samples), int(round((times[index + 1] if index + 1 < len(times) else seconds) * sample_rate))
+            )
             written = _write_audio(container, sound, samples, written, upto, sample_rate, channels)
     container.mux(video.encode(None))
     if sound is not None and samples is not None:
         _write_audio(container, sound, samples, written, len(samples), sample_rate, channels)
         container.mux(sound.encode(None))
     container.close()
-    return MadeVideo(path=path, frame_times=times, fps=float(fps), size=size, seconds=seconds, audio=audio,
-                     beep_times=list(flash_times) if audio else [])
+    return MadeVideo(
+        path=path,
+        frame_times=times,
+        fps=float(fps),
+        size=size,
+        seconds=seconds,
+        audio=audio,
+        beep_times=list(flash_times) if audio else [],
+    )
 
 
-def _write_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, samples: np.ndarray,
-                 start: int, end: int, sample_rate: int, channels: int) -> int:
+def _write_audio(
+    container: av.container.OutputContainer,
+    stream: av.audio.stream.AudioStream,
+    samples: np.ndarray,
+    start: int,
+    end: int,
+    sample_rate: int,
+    channels: int,
+) -> int:
     if end <= start:
         return start
     chunk = samples[start:end]
     planes = np.stack([chunk] * channels) if channels > 1 else chunk[None, :]
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format="fltp", layout="mono" if channels == 1 else "stereo")
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(planes), format="fltp", layout="mono" if channels == 1 else "stereo"
+    )
     frame.sample_rate = sample_rate
     frame.pts = start
     frame.time_base = Fraction(1, sample_rate)
@@ -197,8 +221,9 @@ def _write_audio(container: av.container.OutputContainer, stream: av.audio.strea
     return end
 
 
-def make_image_folder(folder: Union[str, Path], count: int = 12, size: Tuple[int, int] = (96, 64), ext: str = "png",
-                      prefix: str = "frame_") -> List[Path]:
+def make_image_folder(
+    folder: str | Path, count: int = 12, size: tuple[int, int] = (96, 64), ext: str = "png", prefix: str = "frame_"
+) -> list[Path]:
     """frame_1.png ... frame_N.png (unpadded numbers, so plain string sorting would be wrong)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,19 +239,23 @@ def make_image_folder(folder: Union[str, Path], count: int = 12, size: Tuple[int
 # --------------------------------------------------------------------------- reading back
 
 
-def decode_video(path: Union[str, Path]) -> List[Tuple[float, np.ndarray]]:
+def decode_video(path: str | Path) -> list[tuple[float, np.ndarray]]:
     """(pts seconds from the first frame, coded RGB image) of every frame; for small test files."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        return [(float(f.pts * stream.time_base) - origin, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        return [
+            (float(f.pts * stream.time_base) - origin, f.to_ndarray(format="rgb24")) for f in container.decode(stream)
+        ]
 
 
-def decode_audio(path: Union[str, Path]) -> Tuple[np.ndarray, int, float]:
+def decode_audio(path: str | Path) -> tuple[np.ndarray, int, float]:
     """(mono float samples, sample rate, container time of the first sample relative to the video start)."""
     with av.open(str(path)) as container:
         video = container.streams.video[0] if container.streams.video else None
-        origin = float(video.start_time * video.time_base) if video is not None and video.start_time is not None else 0.0
+        origin = (
+            float(video.start_time * video.time_base) if video is not None and video.start_time is not None else 0.0
+        )
         stream = container.streams.audio[0]
         chunks, first = [], None
         for frame in container.decode(stream):
@@ -238,7 +267,7 @@ def decode_audio(path: Union[str, Path]) -> Tuple[np.ndarray, int, float]:
         return samples, int(stream.codec_context.sample_rate), (first or 0.0) - origin
 
 
-def beep_times_in(path: Union[str, Path], threshold: float = 0.4) -> List[float]:
+def beep_times_in(path: str | Path, threshold: float = 0.4) -> list[float]:
     """Onset times (video timeline) of the loud beeps in a file's audio."""
     samples, rate, offset = decode_audio(path)
     loud = np.abs(samples) > threshold
@@ -251,12 +280,12 @@ def beep_times_in(path: Union[str, Path], threshold: float = 0.4) -> List[float]
     return onsets
 
 
-def flash_times_in(path: Union[str, Path]) -> List[float]:
+def flash_times_in(path: str | Path) -> list[float]:
     """pts times (video timeline) of the bright flash frames in a file's video."""
     return [t for t, image in decode_video(path) if is_flash(image)]
 
 
-def audio_duration(path: Union[str, Path]) -> float:
+def audio_duration(path: str | Path) -> float:
     """Audio length as the container states it (encoder padding excluded)."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
-
 import trainer_media as tm  # tests/trainer_media.py
+
 from trainer import captions as cap
-from trainer.dataset import build_options, prepare
+from trainer.dataset import prepare
+from trainer.prep_options import build_options
 from vidstyle.errors import ModelNotFoundError, UserInputError
 
 
@@ -28,21 +28,26 @@ def test_trigger_goes_first_once() -> None:
 
 def test_pruner_exact_patterns_and_protected() -> None:
     pruner = cap.Pruner(["brown_hair", "* eyes", "tassel"], protected=["amber eyes"])
-    kept, removed = cap.prune(["zhongli", "Brown Hair", "amber eyes", "blue eyes", "tassel", "coat"], pruner, keep=["zhongli"])
+    kept, removed = cap.prune(
+        ["zhongli", "Brown Hair", "amber eyes", "blue eyes", "tassel", "coat"], pruner, keep=["zhongli"]
+    )
     assert kept == ["zhongli", "amber eyes", "coat"]
     assert removed == ["Brown Hair", "blue eyes", "tassel"]
     assert cap.prune(["* eyes"], cap.Pruner(["* eyes"]), keep=["* eyes"])[0] == ["* eyes"]
 
 
 def test_suggestions_are_frequent_non_generic_tags_with_counts() -> None:
-    captions: List[List[str]] = [["1girl", "solo", "brown hair", "amber eyes", f"pose {i}"] for i in range(10)]
+    captions: list[list[str]] = [["1girl", "solo", "brown hair", "amber eyes", f"pose {i}"] for i in range(10)]
     for tags in captions[:4]:
         tags.append("earrings")  # 40%: below a 50% threshold
     frequencies = cap.tag_frequencies(captions)
     assert frequencies["brown hair"] == 10 and frequencies["earrings"] == 4
     suggested = cap.suggest_prune(frequencies, 10, 0.5)
     assert [(s.tag, s.count, s.fraction) for s in suggested] == [("amber eyes", 10, 1.0), ("brown hair", 10, 1.0)]
-    assert [s.tag for s in cap.suggest_prune(frequencies, 10, 0.4, protected=["amber eyes"])] == ["brown hair", "earrings"]
+    assert [s.tag for s in cap.suggest_prune(frequencies, 10, 0.4, protected=["amber eyes"])] == [
+        "brown hair",
+        "earrings",
+    ]
     assert cap.suggest_prune(Counter(), 0, 0.5) == []
     assert cap.suggest_prune(Counter({"brown hair": 2}), 2, 0.5) == []  # two images say nothing
 
@@ -84,14 +89,17 @@ def _tiny_wd14(folder: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     # means are of B, G, R (the tagger feeds BGR); weights map them to 4 logits
-    weights = np.array(
-        [
-            [0.0, -12.0, 12.0, 4.0],  # B
-            [0.0, -12.0, -12.0, 4.0],  # G
-            [0.0, 12.0, -12.0, 4.0],  # R
-        ],
-        dtype=np.float32,
-    ) / 255.0
+    weights = (
+        np.array(
+            [
+                [0.0, -12.0, 12.0, 4.0],  # B
+                [0.0, -12.0, -12.0, 4.0],  # G
+                [0.0, 12.0, -12.0, 4.0],  # R
+            ],
+            dtype=np.float32,
+        )
+        / 255.0
+    )
     bias = np.array([6.0, -4.0, -4.0, -10.0], dtype=np.float32)
     graph = helper.make_graph(
         [
@@ -159,8 +167,17 @@ def test_prep_with_wd14_captions(tmp_path: Path) -> None:
         image[:, :, 1:] = (image[:, :, 1:] * 0.1).astype(np.uint8)
         tm.save(src / f"r{i}.png", image)
     options = build_options(
-        sources=[str(src)], out=str(tmp_path / "ds"), name="zhongli", caption_source="wd14", tagger_model=str(model),
-        workers=1, face_detector="none", val_fraction=0, blur_threshold=0, drop_monochrome=False, dedupe=False,
+        sources=[str(src)],
+        out=str(tmp_path / "ds"),
+        name="zhongli",
+        caption_source="wd14",
+        tagger_model=str(model),
+        workers=1,
+        face_detector="none",
+        val_fraction=0,
+        blur_threshold=0,
+        drop_monochrome=False,
+        dedupe=False,
     )
     result = prepare(options)
     captions = {f["relative"]: f["caption"] for f in result.manifest["files"]}

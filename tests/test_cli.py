@@ -69,10 +69,16 @@ def test_unknown_sampler_and_missing_models(capsys: pytest.CaptureFixture, tmp_p
     assert code == 2 and "Heun++ Magic" in _one_sentence(err)
     code, _, err = run_cli(capsys, *base, "-o", tmp_path / "j2", "--model", tmp_path / "missing.safetensors")
     assert code == 2 and "missing.safetensors" in _one_sentence(err)
-    code, _, err = run_cli(capsys, *base, "-o", tmp_path / "j3", "--model", "tiny", "--lora", f"{tmp_path / 'zhongli.safetensors'}:0.8")
+    code, _, err = run_cli(
+        capsys, *base, "-o", tmp_path / "j3", "--model", "tiny", "--lora", f"{tmp_path / 'zhongli.safetensors'}:0.8"
+    )
     assert code == 2 and "zhongli.safetensors" in _one_sentence(err)
-    # the job folder stays resumable once the user fixes the cause
-    assert (tmp_path / "j3" / "job.toml").is_file()
+    # preflight failed before anything was written, so the corrected command simply runs
+    for job in ("j1", "j2", "j3"):
+        assert not (tmp_path / job).exists()
+    code, _, err = run_cli(capsys, *base, "-o", tmp_path / "j3", "--model", "tiny")
+    assert code == 0, err
+    assert (tmp_path / "j3" / "result.mp4").is_file()
 
 
 def test_unwritable_output(capsys: pytest.CaptureFixture, tmp_path: Path, demo_clip: Path) -> None:
@@ -94,8 +100,21 @@ def test_resume_of_non_job(capsys: pytest.CaptureFixture, tmp_path: Path) -> Non
 
 
 def test_existing_job_folder_is_not_overwritten(capsys: pytest.CaptureFixture, tmp_path: Path, demo_clip: Path) -> None:
-    args = ["stylize", demo_clip, "-o", tmp_path / "job", "--backend", "passthrough", "--end-frame", "3",
-            "--width", "64", "--height", "64", "-q"]
+    args = [
+        "stylize",
+        demo_clip,
+        "-o",
+        tmp_path / "job",
+        "--backend",
+        "passthrough",
+        "--end-frame",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "-q",
+    ]
     assert run_cli(capsys, *args)[0] == 0
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "vidstyle resume" in _one_sentence(err)
@@ -103,8 +122,22 @@ def test_existing_job_folder_is_not_overwritten(capsys: pytest.CaptureFixture, t
 
 def test_stylize_redo_and_audio_note(capsys: pytest.CaptureFixture, tmp_path: Path, demo_clip: Path) -> None:
     job = tmp_path / "job"
-    code, out, _ = run_cli(capsys, "stylize", demo_clip, "-o", job, "--backend", "passthrough", "--end-frame", "4",
-                           "--width", "64", "--height", "64", "-q")
+    code, out, _ = run_cli(
+        capsys,
+        "stylize",
+        demo_clip,
+        "-o",
+        job,
+        "--backend",
+        "passthrough",
+        "--end-frame",
+        "4",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "-q",
+    )
     assert code == 0 and "result.mp4" in out and "audio: kept" in out
     code, out, _ = run_cli(capsys, "redo", job, "--frames", "1-2", "--denoise", "0.2", "-q")
     assert code == 0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import cv2
+import media  # tests/media.py
 import numpy as np
 import pytest
 
 from vidstyle.control import canny_map, control_for_spec
 from vidstyle.errors import SpecError
 from vidstyle.spec import ControlNetSpec
-
-import media  # tests/media.py
 
 
 def square(size: int = 64) -> np.ndarray:

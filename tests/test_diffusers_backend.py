@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +15,12 @@ pytest.importorskip("diffusers", reason="the diffusers backend needs diffusers")
 pytest.importorskip("peft", reason="LoRAs in diffusers need peft")
 
 from PIL import Image  # noqa: E402
+from tiny_builders import (  # noqa: E402  # tests/tiny_builders.py
+    build_tiny_sdxl,
+    make_tiny_kohya_lora,
+    tiny_components,
+    write_tiny_single_file,
+)
 
 from vidstyle.backends import create_backend  # noqa: E402
 from vidstyle.backends.base import Backend, Img2ImgRequest  # noqa: E402
@@ -26,19 +32,14 @@ from vidstyle.errors import (  # noqa: E402
     PreflightError,
     SpecError,
 )
-from vidstyle.spec import SAMPLERS, JobSpec, LoraRef, build_spec  # noqa: E402
-from vidstyle.tiny_models import (  # noqa: E402
-    build_tiny_sdxl,
-    make_tiny_kohya_lora,
-    tiny_components,
-    write_tiny_single_file,
-)
+from vidstyle.samplers import SAMPLERS  # noqa: E402
+from vidstyle.spec import JobSpec, LoraRef, build_spec  # noqa: E402
 
 SIZE = 64
 
 
-def _spec(**sections: Dict[str, Any]) -> JobSpec:
-    data: Dict[str, Any] = {
+def _spec(**sections: dict[str, Any]) -> JobSpec:
+    data: dict[str, Any] = {
         "model": {"checkpoint": "tiny"},
         "controlnet": {"model": "tiny"},
         "sampling": {"seed": 5, "steps": 4, "denoise": 0.75},
@@ -51,11 +52,12 @@ def _spec(**sections: Dict[str, Any]) -> JobSpec:
 
 
 @pytest.fixture(scope="module")
-def frame() -> Dict[str, Image.Image]:
+def frame() -> dict[str, Image.Image]:
     rng = np.random.default_rng(0)
     gradient = np.linspace(0, 255, SIZE, dtype=np.float32)
-    init = np.stack([np.add.outer(gradient, gradient) / 2, np.tile(gradient, (SIZE, 1)),
-                     rng.uniform(0, 255, (SIZE, SIZE))], axis=-1)
+    init = np.stack(
+        [np.add.outer(gradient, gradient) / 2, np.tile(gradient, (SIZE, 1)), rng.uniform(0, 255, (SIZE, SIZE))], axis=-1
+    )
     edges = np.zeros((SIZE, SIZE), np.uint8)
     edges[16:48:4, 8:56] = 255
     edges[8:56, 20] = 255
@@ -78,12 +80,23 @@ def backend(lora_path: Path) -> DiffusersBackend:
     engine.close()
 
 
-def _request(frame: Dict[str, Image.Image], spec: JobSpec, **changes: Any) -> Img2ImgRequest:
+def _request(frame: dict[str, Image.Image], spec: JobSpec, **changes: Any) -> Img2ImgRequest:
     request = Img2ImgRequest(
-        frame_index=0, init_image=frame["init"], control_image=frame["control"], prompt="1girl, anime style",
-        negative_prompt="lowres", checkpoint=spec.model.checkpoint, loras=list(spec.model.loras),
-        controlnet=spec.controlnet, width=SIZE, height=SIZE, denoise=spec.sampling.denoise, steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale, sampler=spec.sampling.sampler, scheduler=spec.sampling.scheduler,
+        frame_index=0,
+        init_image=frame["init"],
+        control_image=frame["control"],
+        prompt="1girl, anime style",
+        negative_prompt="lowres",
+        checkpoint=spec.model.checkpoint,
+        loras=list(spec.model.loras),
+        controlnet=spec.controlnet,
+        width=SIZE,
+        height=SIZE,
+        denoise=spec.sampling.denoise,
+        steps=spec.sampling.steps,
+        cfg_scale=spec.sampling.cfg_scale,
+        sampler=spec.sampling.sampler,
+        scheduler=spec.sampling.scheduler,
         seed=spec.sampling.seed,
     )
     return dataclasses.replace(request, **changes)
@@ -105,7 +118,7 @@ def test_is_a_backend(backend: DiffusersBackend) -> None:
     assert isinstance(create_backend(_spec()), DiffusersBackend)
 
 
-def test_same_request_gives_identical_pixels(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_same_request_gives_identical_pixels(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     first = _pixels(backend, _request(frame, spec))
     second = _pixels(backend, _request(frame, spec))
@@ -113,7 +126,7 @@ def test_same_request_gives_identical_pixels(backend: DiffusersBackend, frame: D
     assert _differs(first, np.asarray(frame["init"]).astype(np.int16))  # it did render something
 
 
-def test_a_fresh_backend_reproduces_the_pixels(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_a_fresh_backend_reproduces_the_pixels(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     """Resume in a new process rebuilds the backend: state left by earlier requests must not matter."""
     spec = backend.spec
     _pixels(backend, _request(frame, spec, sampler="DDIM", loras=[], seed=9))  # disturb LoRA + scheduler state
@@ -123,12 +136,12 @@ def test_a_fresh_backend_reproduces_the_pixels(backend: DiffusersBackend, frame:
     fresh.close()
 
 
-def test_seed_changes_output(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_seed_changes_output(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     assert _differs(_pixels(backend, _request(frame, spec, seed=1)), _pixels(backend, _request(frame, spec, seed=2)))
 
 
-def test_lora_weight_changes_output(backend: DiffusersBackend, frame: Dict[str, Image.Image], lora_path: Path) -> None:
+def test_lora_weight_changes_output(backend: DiffusersBackend, frame: dict[str, Image.Image], lora_path: Path) -> None:
     spec = backend.spec
     off = _pixels(backend, _request(frame, spec, loras=[LoraRef(name=str(lora_path), weight=0.0)]))
     on = _pixels(backend, _request(frame, spec, loras=[LoraRef(name=str(lora_path), weight=1.0)]))
@@ -137,21 +150,25 @@ def test_lora_weight_changes_output(backend: DiffusersBackend, frame: Dict[str, 
     assert np.array_equal(off, without)  # weight 0 is the same as no LoRA
 
 
-def test_controlnet_weight_changes_output(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_controlnet_weight_changes_output(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     zero = spec.controlnet.copy(update={"weight": 0.0})
     full = spec.controlnet.copy(update={"weight": 1.0})
-    assert _differs(_pixels(backend, _request(frame, spec, controlnet=zero)),
-                    _pixels(backend, _request(frame, spec, controlnet=full)))
+    assert _differs(
+        _pixels(backend, _request(frame, spec, controlnet=zero)),
+        _pixels(backend, _request(frame, spec, controlnet=full)),
+    )
 
 
-def test_control_image_changes_output(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_control_image_changes_output(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     blank = Image.new("RGB", (SIZE, SIZE))
-    assert _differs(_pixels(backend, _request(frame, spec)), _pixels(backend, _request(frame, spec, control_image=blank)))
+    assert _differs(
+        _pixels(backend, _request(frame, spec)), _pixels(backend, _request(frame, spec, control_image=blank))
+    )
 
 
-def test_control_modes_are_distinct(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_control_modes_are_distinct(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     outputs = [
         _pixels(backend, _request(frame, spec, controlnet=spec.controlnet.copy(update={"control_mode": mode})))
@@ -162,13 +179,13 @@ def test_control_modes_are_distinct(backend: DiffusersBackend, frame: Dict[str, 
     assert np.array_equal(outputs[0], _pixels(backend, _request(frame, spec)))
 
 
-def test_guidance_window_changes_output(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_guidance_window_changes_output(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     late = spec.controlnet.copy(update={"guidance_start": 0.5, "guidance_end": 1.0})
     assert _differs(_pixels(backend, _request(frame, spec)), _pixels(backend, _request(frame, spec, controlnet=late)))
 
 
-def test_controlnet_disabled_renders_plain_img2img(frame: Dict[str, Image.Image]) -> None:
+def test_controlnet_disabled_renders_plain_img2img(frame: dict[str, Image.Image]) -> None:
     spec = _spec(controlnet={"enabled": False, "model": "nowhere/never.safetensors"})
     engine = DiffusersBackend(spec)
     engine.preflight()  # a disabled unit's model is not looked up
@@ -179,24 +196,31 @@ def test_controlnet_disabled_renders_plain_img2img(frame: Dict[str, Image.Image]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_every_sampler_renders(backend: DiffusersBackend, frame: Dict[str, Image.Image], sampler: str) -> None:
+def test_every_sampler_renders(backend: DiffusersBackend, frame: dict[str, Image.Image], sampler: str) -> None:
     spec = backend.spec
     first = _pixels(backend, _request(frame, spec, sampler=sampler))
     assert np.array_equal(first, _pixels(backend, _request(frame, spec, sampler=sampler)))
     assert type(backend._control_pipe.scheduler).__name__ in {
-        "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler",
-        "DPMSolverSinglestepScheduler", "DDIMScheduler", "UniPCMultistepScheduler"}
+        "EulerAncestralDiscreteScheduler",
+        "EulerDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "DDIMScheduler",
+        "UniPCMultistepScheduler",
+    }
 
 
-def test_samplers_give_different_images(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_samplers_give_different_images(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     euler_a = _pixels(backend, _request(frame, spec, sampler="Euler a"))
     assert _differs(euler_a, _pixels(backend, _request(frame, spec, sampler="DPM++ 2M Karras")))
-    assert _differs(_pixels(backend, _request(frame, spec, sampler="DPM++ 2M")),
-                    _pixels(backend, _request(frame, spec, sampler="DPM++ 2M", scheduler="Karras")))
+    assert _differs(
+        _pixels(backend, _request(frame, spec, sampler="DPM++ 2M")),
+        _pixels(backend, _request(frame, spec, sampler="DPM++ 2M", scheduler="Karras")),
+    )
 
 
-def test_result_info(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_result_info(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     spec = backend.spec
     info = backend.img2img(_request(frame, spec, seed=123)).info
     assert info["backend"] == "diffusers" and info["checkpoint"] == "tiny"
@@ -204,8 +228,9 @@ def test_result_info(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -
     assert "prompt_truncated" not in info
 
 
-def test_long_prompt_is_truncated_and_flagged(backend: DiffusersBackend, frame: Dict[str, Image.Image],
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_long_prompt_is_truncated_and_flagged(
+    backend: DiffusersBackend, frame: dict[str, Image.Image], caplog: pytest.LogCaptureFixture
+) -> None:
     long_prompt = ", ".join(f"tag{i}" for i in range(120))
     with caplog.at_level("WARNING", logger="vidstyle.diffusers"):
         info = backend.img2img(_request(frame, backend.spec, prompt=long_prompt)).info
@@ -213,12 +238,12 @@ def test_long_prompt_is_truncated_and_flagged(backend: DiffusersBackend, frame: 
     assert "75 CLIP tokens" in caplog.text
 
 
-def test_wrong_image_size_is_a_backend_error(backend: DiffusersBackend, frame: Dict[str, Image.Image]) -> None:
+def test_wrong_image_size_is_a_backend_error(backend: DiffusersBackend, frame: dict[str, Image.Image]) -> None:
     with pytest.raises(BackendError, match="not the requested 64x64"):
         backend.img2img(_request(frame, backend.spec, init_image=frame["init"].resize((32, 32))))
 
 
-def test_interrupt_raises_cancelled(frame: Dict[str, Image.Image]) -> None:
+def test_interrupt_raises_cancelled(frame: dict[str, Image.Image]) -> None:
     spec = _spec(sampling={"steps": 20, "denoise": 1.0})
     engine = DiffusersBackend(spec)
     engine.preflight()
@@ -231,7 +256,7 @@ def test_interrupt_raises_cancelled(frame: Dict[str, Image.Image]) -> None:
         return step_end(*args)
 
     engine._on_step_end = first_step_waits  # type: ignore[method-assign]
-    outcome: Dict[str, BaseException] = {}
+    outcome: dict[str, BaseException] = {}
 
     def render() -> None:
         try:
@@ -278,7 +303,7 @@ def test_impossible_schedule_from_preflight() -> None:
         ({"model": {"loras": [{"name": "{tmp}/loras/zhongli.safetensors", "weight": 0.8}]}}, "zhongli.safetensors"),
     ],
 )
-def test_missing_files_raise_model_not_found(tmp_path: Path, sections: Dict[str, Any], needle: str) -> None:
+def test_missing_files_raise_model_not_found(tmp_path: Path, sections: dict[str, Any], needle: str) -> None:
     filled = {k: _fill(v, tmp_path) for k, v in sections.items()}
     with pytest.raises(ModelNotFoundError) as info:
         DiffusersBackend(_spec(**filled)).preflight()
@@ -307,8 +332,14 @@ def test_lora_for_another_model_is_a_preflight_error(tmp_path: Path) -> None:
 
     foreign = tmp_path / "sdxl_style.safetensors"
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    save_file({f"{name}.lora_down.weight": torch.ones(4, 320), f"{name}.lora_up.weight": torch.ones(320, 4),
-               f"{name}.alpha": torch.tensor(4.0)}, str(foreign))
+    save_file(
+        {
+            f"{name}.lora_down.weight": torch.ones(4, 320),
+            f"{name}.lora_up.weight": torch.ones(320, 4),
+            f"{name}.alpha": torch.tensor(4.0),
+        },
+        str(foreign),
+    )
     with pytest.raises(PreflightError) as info:
         DiffusersBackend(_spec(model={"loras": [{"name": str(foreign), "weight": 1.0}]})).preflight()
     assert "sdxl_style.safetensors" in str(info.value)
@@ -319,9 +350,12 @@ def sdxl_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
 
 
-def test_sdxl_checkpoint_uses_the_sdxl_pipelines(sdxl_folder: Path, frame: Dict[str, Image.Image]) -> None:
-    spec = _spec(model={"checkpoint": str(sdxl_folder)}, controlnet={"model": str(sdxl_folder / "controlnet")},
-                 sampling={"sampler": "DPM++ 2M Karras"})
+def test_sdxl_checkpoint_uses_the_sdxl_pipelines(sdxl_folder: Path, frame: dict[str, Image.Image]) -> None:
+    spec = _spec(
+        model={"checkpoint": str(sdxl_folder)},
+        controlnet={"model": str(sdxl_folder / "controlnet")},
+        sampling={"sampler": "DPM++ 2M Karras"},
+    )
     engine = DiffusersBackend(spec)
     engine.preflight()
     assert type(engine._control_pipe).__name__ == "StableDiffusionXLControlNetImg2ImgPipeline"
@@ -350,7 +384,7 @@ def test_cuda_requested_without_cuda_is_a_preflight_error() -> None:
 # ----- single-file checkpoints, as the WebUI keeps them -----
 
 
-def test_single_file_checkpoint_renders_like_the_folder(tmp_path: Path, frame: Dict[str, Image.Image]) -> None:
+def test_single_file_checkpoint_renders_like_the_folder(tmp_path: Path, frame: dict[str, Image.Image]) -> None:
     checkpoint = write_tiny_single_file(tmp_path / "tiny-anime.safetensors")
     spec = _spec(model={"checkpoint": str(checkpoint)})
     engine = DiffusersBackend(spec)
@@ -360,17 +394,23 @@ def test_single_file_checkpoint_renders_like_the_folder(tmp_path: Path, frame: D
     assert np.array_equal(from_file, _pixels(DiffusersBackend(folder_spec), _request(frame, folder_spec)))
 
 
-def test_single_file_without_local_configs_says_how_to_fetch_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_single_file_without_local_configs_says_how_to_fetch_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real SD1.5 file needs diffusers' SD1.5 configs; offline and uncached, we name the one command."""
     from safetensors.torch import save_file
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
     sd15_like = tmp_path / "anything-v5.safetensors"
     # Just the keys diffusers uses to tell an SD1.x checkpoint, with SD1.5's conv_in shape.
-    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
-               "model.diffusion_model.output_blocks.11.0.skip_connection.weight": torch.zeros(1),
-               "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(1, 1)},
-              str(sd15_like))
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+            "model.diffusion_model.output_blocks.11.0.skip_connection.weight": torch.zeros(1),
+            "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(1, 1),
+        },
+        str(sd15_like),
+    )
     with pytest.raises(ModelNotFoundError) as info:
         DiffusersBackend(_spec(model={"checkpoint": str(sd15_like)})).preflight()
     message = str(info.value)

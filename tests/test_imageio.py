@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import media  # tests/media.py
 import numpy as np
 import pytest
 from PIL import Image
 
 from vidstyle.errors import MediaError
 from vidstyle.imageio import png_text, read_image, read_png, write_png
-
-import media  # tests/media.py
 
 
 def test_png_round_trip_is_lossless(tmp_path: Path) -> None:

@@ -6,19 +6,22 @@ Runs on the passthrough backend (no torch), so it also runs under the WebUI's pi
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from vidstyle.backends.base import Img2ImgRequest, Img2ImgResult
 from vidstyle.backends.passthrough import PassthroughBackend
 from vidstyle.control import canny_map
+from vidstyle.epoch_preview import HEADER_HEIGHT, LABEL_WIDTH
 from vidstyle.errors import BackendError, JobStateError, SpecError, UserInputError
 from vidstyle.imageio import read_png
 from vidstyle.job import create_job, open_job
-from vidstyle.manager import JobManager, UnknownJobError, preview_positions, safe_name
+from vidstyle.manager import JobManager, QueueFullError, UnknownJobError
 from vidstyle.spec import JobSpec, load_spec
 from vidstyle.video import fit_frame, read_frame_at
 
@@ -26,8 +29,16 @@ WAIT = 120.0  # generous upper bound so a broken worker fails the test instead o
 
 
 def make_spec(clip: Path, **extra: object) -> JobSpec:
-    overrides = {"source.path": str(clip), "size.width": 64, "size.height": 64, "backend.kind": "passthrough",
-                 "sampling.seed": 7, "source.end_frame": 6}
+    overrides = {
+        "source.path": str(clip),
+        "size.width": 64,
+        "size.height": 64,
+        "backend.kind": "passthrough",
+        "sampling.seed": 7,
+        "source.end_frame": 6,
+        # frames that do not depend on each other (the preset's flow chains: test_coherence_render.py)
+        "coherence.mode": "independent",
+    }
     overrides.update(extra)
     return load_spec("anime-canny-sd15", overrides)
 
@@ -38,7 +49,7 @@ class GateBackend(PassthroughBackend):
     name = "gate"
     active = 0
     max_active = 0
-    calls: List[int] = []
+    calls: list[int] = []
     lock = threading.Lock()
 
     def __init__(self, spec: JobSpec, gate: threading.Event, started: threading.Event) -> None:
@@ -69,7 +80,7 @@ class Gate:
     def __init__(self) -> None:
         self.open = threading.Event()
         self.started = threading.Event()
-        self.backends: List[GateBackend] = []
+        self.backends: list[GateBackend] = []
         GateBackend.active = GateBackend.max_active = 0
         GateBackend.calls = []
 
@@ -116,8 +127,14 @@ def test_submit_renders_to_done_with_outputs(manager: JobManager, demo_clip: Pat
     status = manager.status(job_id)
     assert status["state"] == "done", status
     assert (status["frames"], status["done"], status["failed"]) == (6, 6, 0)
-    assert set(status["outputs"]) == {"result.mp4", "compare.mp4", "report/contact_sheet.png",
-                                      "report/report.md", "report/report.json"}
+    assert set(status["outputs"]) == {
+        "result.mp4",
+        "compare.mp4",
+        "report/contact_sheet.png",
+        "report/report.md",
+        "report/report.json",
+        "report/index.html",
+    }
     assert sorted(Path(p).name for p in status["recent_frames"]) == [f"{i:06d}.png" for i in range(6)]
     assert status["latest_frame"] == status["recent_frames"][-1]
     assert manager.file_path(job_id, "result.mp4").stat().st_size > 0
@@ -229,17 +246,40 @@ def test_failing_backend_marks_job_failed_with_message(tmp_path: Path, demo_clip
     assert JobManager(tmp_path / "jobs").status(job_id)["state"] == "failed"
 
 
-def test_preview_renders_first_middle_last_like_the_job(manager: JobManager, demo_clip: Path) -> None:
-    spec = make_spec(demo_clip, **{"source.start_frame": 2, "source.end_frame": 9})  # 7 frames
-    paths = manager.preview(spec)
-    assert [p.name for p in paths] == ["frame_000000.png", "frame_000003.png", "frame_000006.png"]
+def test_preview_renders_frames_like_the_job(manager: JobManager, demo_clip: Path) -> None:
+    spec = make_spec(demo_clip, **{"source.start_frame": 2, "source.end_frame": 9, "coherence.mode": "independent"})
+    result = manager.preview(spec, "0,3,6")
+    assert result.frames == [0, 3, 6] and result.grid_path.parent.parent == manager.output_root / ".previews"
+    grid = np.asarray(Image.open(result.grid_path).convert("RGB"))
     job_id = manager.submit(spec)
     assert manager.wait_idle(WAIT)
     root = manager.output_root / job_id
-    for path, index in zip(paths, (0, 3, 6)):
-        # passthrough: preview and job must produce the very same pixels for the same frame
-        assert np.array_equal(read_png(path), read_png(root / "out" / f"{index:06d}.png"))
+    top = HEADER_HEIGHT + 2 * 64  # the result row, below source and canny
+    for n, index in enumerate(result.frames):
+        # passthrough: the preview's result cell and the job's frame are the very same pixels
+        cell = grid[top : top + 64, LABEL_WIDTH + n * 64 : LABEL_WIDTH + (n + 1) * 64]
+        assert np.array_equal(cell, read_png(root / "out" / f"{index:06d}.png"))
+    assert manager.preview_file(result.grid_path.parent.name, "preview.png") == result.grid_path
     assert [j["id"] for j in manager.list_jobs()] == [job_id]  # scratch previews are not jobs
+
+
+def test_previews_waiting_are_limited(tmp_path: Path, demo_clip: Path, gate: Gate) -> None:
+    manager = gated_manager(tmp_path, gate)
+    try:
+        waiting = [threading.Thread(target=manager.preview, args=(make_spec(demo_clip), "1")) for _ in range(2)]
+        for thread in waiting:
+            thread.start()
+        assert gate.started.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while manager._previews_waiting < 2 and time.monotonic() < deadline:  # the second one has queued
+            time.sleep(0.01)
+        with pytest.raises(QueueFullError, match="previews are already waiting"):
+            manager.preview(make_spec(demo_clip), "1")
+    finally:
+        gate.open.set()
+        for thread in waiting:
+            thread.join(WAIT)
+        manager.close()
 
 
 def test_preview_refuses_while_a_job_renders(tmp_path: Path, demo_clip: Path, gate: Gate) -> None:
@@ -255,8 +295,9 @@ def test_preview_refuses_while_a_job_renders(tmp_path: Path, demo_clip: Path, ga
 
 
 def test_canny_preview_matches_the_jobs_control_map(manager: JobManager, demo_clip: Path) -> None:
-    spec = make_spec(demo_clip, **{"controlnet.low_threshold": 50, "controlnet.high_threshold": 120,
-                                   "controlnet.blur": 3})
+    spec = make_spec(
+        demo_clip, **{"controlnet.low_threshold": 50, "controlnet.high_threshold": 120, "controlnet.blur": 3}
+    )
     edges = manager.canny_preview(spec, 4)
     expected = canny_map(fit_frame(read_frame_at(demo_clip, 4), 64, 64, "crop"), 50, 120, 3)
     assert edges.shape == (64, 64, 3) and np.array_equal(edges, expected)
@@ -323,17 +364,6 @@ def test_save_upload_keeps_the_name_inside_uploads(manager: JobManager, demo_cli
     assert stored.name == "My-Dance.mp4"
     assert stored.parent.parent == manager.output_root / "uploads"
     assert stored.read_bytes() == demo_clip.read_bytes()
-
-
-@pytest.mark.parametrize("count,expected", [(0, []), (1, [0]), (2, [0, 1]), (3, [0, 1, 2]), (7, [0, 3, 6]),
-                                            (10, [0, 4, 9])])
-def test_preview_positions(count: int, expected: List[int]) -> None:
-    assert preview_positions(count, 3) == expected
-
-
-def test_safe_name() -> None:
-    assert safe_name("  ../a b/c  ") == "a-b-c"
-    assert safe_name("///") == ""
 
 
 def test_without_intermediate_frames_a_finished_job_keeps_only_results(tmp_path: Path, demo_clip: Path) -> None:

@@ -5,34 +5,35 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 import pytest
+import trainer_media as tm  # tests/trainer_media.py
 from PIL import Image
 
-import trainer_media as tm  # tests/trainer_media.py
 from trainer import buckets, faces, focal
-from trainer.dataset import auto_repeats, build_options, load_prep_manifest, prepare, validation_count
+from trainer.dataset import auto_repeats, load_prep_manifest, prepare, validation_count
 from trainer.dedupe import choose_keepers, near_duplicate_pairs, popcount64
 from trainer.prep import main as prep_main
+from trainer.prep_options import build_options
 from vidstyle.errors import OutputError, UserInputError
 
 CHARACTER_CAPTION = "1girl, solo, brown_hair, amber_eyes, long hair, earrings, {extra}"
 
 
-def _files(manifest: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+def _files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["relative"]: f for f in manifest["files"]}
 
 
 def _opts(src: Path, out: Path, **overrides: Any):  # type: ignore[no-untyped-def]
-    values: Dict[str, Any] = dict(sources=[str(src)], out=str(out), name="zhongli", workers=1, face_detector="none")
+    values: dict[str, Any] = dict(sources=[str(src)], out=str(out), name="zhongli", workers=1, face_detector="none")
     values.update(overrides)
     return build_options(**values)
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One source folder with every case the filters must decide, prepared once."""
     root = tmp_path_factory.mktemp("mixed")
     src = root / "src"
@@ -41,7 +42,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
         (src / f"char{i}.txt").write_text(CHARACTER_CAPTION.format(extra=f"pose {i}"), encoding="utf-8")
     tm.save(src / "edit_of_char0.png", tm.small_edit(tm.scene(0, (320, 256))))  # smaller near-duplicate
     tm.save(src / "mirror_of_char1.png", tm.scene(1, (320, 256))[:, ::-1].copy())
-    tm.save(src / "sub" / "grey_char2.png", tm.greyscale(tm.scene(2, (320, 256))))
+    # a greyscale copy of char2 is a duplicate first (see test_train_prep_blur.py); this one is a picture of its own
+    tm.save(src / "sub" / "grey_char2.png", tm.greyscale(tm.scene(24, (320, 256))))
     tm.save(src / "tiny.png", tm.scene(20, (64, 48)))
     import cv2
 
@@ -63,7 +65,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     return {"src": src, "out": out, "result": result, "manifest": result.manifest, "before": before}
 
 
-def test_each_filter_decides_with_its_reason(mixed: Dict[str, Any]) -> None:
+def test_each_filter_decides_with_its_reason(mixed: dict[str, Any]) -> None:
     files = _files(mixed["manifest"])
     expect = {
         "edit_of_char0.png": "duplicate",
@@ -94,11 +96,11 @@ def test_each_filter_decides_with_its_reason(mixed: Dict[str, Any]) -> None:
     assert counts["by_reason"]["duplicate"] == 2
 
 
-def test_originals_are_untouched(mixed: Dict[str, Any]) -> None:
+def test_originals_are_untouched(mixed: dict[str, Any]) -> None:
     assert tm.tree_hashes(mixed["src"]) == mixed["before"]
 
 
-def test_kohya_layout_and_captions(mixed: Dict[str, Any]) -> None:
+def test_kohya_layout_and_captions(mixed: dict[str, Any]) -> None:
     out, manifest = mixed["out"], mixed["manifest"]
     dataset = manifest["dataset"]
     train_dir = out / dataset["train_dir"]
@@ -116,7 +118,7 @@ def test_kohya_layout_and_captions(mixed: Dict[str, Any]) -> None:
     assert load_prep_manifest(out)["dataset"] == dataset
 
 
-def test_tag_suggestions_list_character_features(mixed: Dict[str, Any]) -> None:
+def test_tag_suggestions_list_character_features(mixed: dict[str, Any]) -> None:
     suggested = {s["tag"]: s["count"] for s in mixed["manifest"]["tags"]["suggested_prune"]}
     # the 8 kept char*.png captions carry the features ("1girl" and "solo" are generic)
     assert suggested == {"brown hair": 8, "amber eyes": 8, "long hair": 8, "earrings": 8}
@@ -125,7 +127,7 @@ def test_tag_suggestions_list_character_features(mixed: Dict[str, Any]) -> None:
     assert any(line.startswith("brown hair,") and ",yes," in line for line in table)
 
 
-def test_alpha_flattened_on_white_and_exif_applied(mixed: Dict[str, Any]) -> None:
+def test_alpha_flattened_on_white_and_exif_applied(mixed: dict[str, Any]) -> None:
     files = _files(mixed["manifest"])
     shot = np.asarray(Image.open(mixed["out"] / files["screenshot.png"]["output"]).convert("RGB"))
     assert files["screenshot.png"]["alpha_flattened"] is True
@@ -202,7 +204,10 @@ def test_plan_crop_shifts_to_contain_faces() -> None:
     assert plan.scale == pytest.approx(256 / 400) and not plan.upscaled
 
 
-@pytest.mark.skipif(faces.bundled_cascade() is None or tm.grace_hopper() is None, reason="needs OpenCV's cascade and matplotlib's sample photo")
+@pytest.mark.skipif(
+    faces.bundled_cascade() is None or tm.grace_hopper() is None,
+    reason="needs OpenCV's cascade and matplotlib's sample photo",
+)
 def test_face_filter_and_face_focal_crop(tmp_path: Path) -> None:
     import cv2
 
@@ -215,7 +220,16 @@ def test_face_filter_and_face_focal_crop(tmp_path: Path) -> None:
     wide[:, 644:900] = face  # ... the person on the right
     tm.save(src / "wide.png", wide)
     result = prepare(
-        _opts(src, tmp_path / "ds", face_detector="auto", crop="focal", size=256, val_fraction=0, dedupe=False, blur_threshold=0)
+        _opts(
+            src,
+            tmp_path / "ds",
+            face_detector="auto",
+            crop="focal",
+            size=256,
+            val_fraction=0,
+            dedupe=False,
+            blur_threshold=0,
+        )
     )
     files = _files(result.manifest)
     assert len(files["one.png"]["measures"]["faces"]) == 1 and files["one.png"]["status"] == "train"
@@ -234,7 +248,16 @@ def test_crop_modes_do_not_upscale_unless_asked(tmp_path: Path) -> None:
     assert files["small.png"]["reason_code"] == "needs_upscale" and "--allow-upscale" in files["small.png"]["reason"]
     assert files["big.png"]["status"] == "train"
     result = prepare(
-        _opts(src, tmp_path / "yes", crop="center", size=256, min_side=0, val_fraction=0, blur_threshold=0, allow_upscale=True)
+        _opts(
+            src,
+            tmp_path / "yes",
+            crop="center",
+            size=256,
+            min_side=0,
+            val_fraction=0,
+            blur_threshold=0,
+            allow_upscale=True,
+        )
     )
     assert result.manifest["counts"]["upscaled"] == 1
     assert any("upscaled" in note for note in result.manifest["notes"])
@@ -245,9 +268,19 @@ def test_pruning_and_trigger(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for i in range(6):
         tm.save(src / f"c{i}.png", tm.scene(30 + i))
-        (src / f"c{i}.txt").write_text(f"zhongli, 1boy, Brown_Hair, amber eyes,  earrings ,earrings, tassel, pose{i}", encoding="utf-8")
+        (src / f"c{i}.txt").write_text(
+            f"zhongli, 1boy, Brown_Hair, amber eyes,  earrings ,earrings, tassel, pose{i}", encoding="utf-8"
+        )
     result = prepare(
-        _opts(src, tmp_path / "ds", trigger="zhongli", prune=["tassel"], prune_suggested=True, keep_tags=["earrings"], val_fraction=0)
+        _opts(
+            src,
+            tmp_path / "ds",
+            trigger="zhongli",
+            prune=["tassel"],
+            prune_suggested=True,
+            keep_tags=["earrings"],
+            val_fraction=0,
+        )
     )
     caption = (result.train_dir / f"{_files(result.manifest)['c0.png']['output'].split('/')[-1][:-4]}.txt").read_text()
     assert caption == "zhongli, 1boy, earrings, pose0\n"
@@ -371,7 +404,9 @@ def test_process_pool_gives_the_same_dataset(tmp_path: Path) -> None:
     serial = prepare(_opts(src, tmp_path / "one", workers=1, min_side=0))
     pooled = prepare(_opts(src, tmp_path / "two", workers=2, min_side=0))
     strip = lambda m: {k: v for k, v in m.items() if k != "options"}  # noqa: E731
-    assert json.dumps(strip(serial.manifest)).replace("/one/", "/x/") == json.dumps(strip(pooled.manifest)).replace("/two/", "/x/")
+    assert json.dumps(strip(serial.manifest)).replace("/one/", "/x/") == json.dumps(strip(pooled.manifest)).replace(
+        "/two/", "/x/"
+    )
     assert {k: v[0] for k, v in tm.tree_hashes(tmp_path / "one").items() if k != "prep.json"} == {
         k: v[0] for k, v in tm.tree_hashes(tmp_path / "two").items() if k != "prep.json"
     }
@@ -394,8 +429,23 @@ def test_cli_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         tm.save(src / f"c{i}.png", tm.scene(400 + i))
         (src / f"c{i}.txt").write_text("brown_hair, solo", encoding="utf-8")
     code = prep_main(
-        ["prep", str(src), "--out", str(tmp_path / "ds"), "--name", "hero", "--repeats", "4", "--workers", "1",
-         "--face-detector", "none", "--prune", "solo", "--quiet"]
+        [
+            "prep",
+            str(src),
+            "--out",
+            str(tmp_path / "ds"),
+            "--name",
+            "hero",
+            "--repeats",
+            "4",
+            "--workers",
+            "1",
+            "--face-detector",
+            "none",
+            "--prune",
+            "solo",
+            "--quiet",
+        ]
     )
     printed = capsys.readouterr()
     assert code == 0 and "5 kept" in printed.out and "brown hair 5/5" in printed.out
@@ -413,8 +463,12 @@ def test_hamming_pairs_match_brute_force() -> None:
     hashes = [int(v) for v in rng.integers(0, 2**63, 300, dtype=np.int64)]
     hashes += [h ^ (1 << 3) ^ (1 << 40) for h in hashes[:20]]  # 2-bit neighbours
     found = set(near_duplicate_pairs(hashes, 4, block=64))
-    brute = {(i, j, bin(hashes[i] ^ hashes[j]).count("1")) for i in range(len(hashes)) for j in range(i + 1, len(hashes))
-             if bin(hashes[i] ^ hashes[j]).count("1") <= 4}
+    brute = {
+        (i, j, bin(hashes[i] ^ hashes[j]).count("1"))
+        for i in range(len(hashes))
+        for j in range(i + 1, len(hashes))
+        if bin(hashes[i] ^ hashes[j]).count("1") <= 4
+    }
     assert found == brute and len(found) >= 20
     values = np.array(hashes, dtype=np.uint64)
     table = np.array([bin(int(v)).count("1") for v in values])
@@ -457,7 +511,7 @@ def test_every_supported_format_and_mode_loads(tmp_path: Path) -> None:
     Image.fromarray(base).save(src / "a.webp", "WEBP", quality=90)
     Image.fromarray(base).save(src / "b.bmp")
     Image.fromarray(base).convert("CMYK").save(src / "c.jpeg", "JPEG", quality=90)
-    Image.fromarray((tm.greyscale(tm.scene(89, (256, 192)))[..., 0].astype(np.uint16) * 257)).save(src / "d16.png")
+    Image.fromarray(tm.greyscale(tm.scene(89, (256, 192)))[..., 0].astype(np.uint16) * 257).save(src / "d16.png")
     palette = Image.fromarray(tm.scene(90, (256, 192))).convert("P", palette=Image.ADAPTIVE, colors=16)
     palette.info["transparency"] = 0
     palette.save(src / "e_palette.png", transparency=0)

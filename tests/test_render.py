@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
@@ -15,13 +14,22 @@ from vidstyle.backends.passthrough import PassthroughBackend
 from vidstyle.errors import BackendError, Cancelled, JobStateError, UserInputError
 from vidstyle.imageio import png_text, read_png
 from vidstyle.job import create_job, open_job
-from vidstyle.render import CancelToken, RenderEvent, parse_frame_list, render_pending, run_job, schedule_redo
+from vidstyle.render import CancelToken, RenderEvent, parse_frame_list, run_job, schedule_redo
 from vidstyle.spec import load_spec
 
 
 def _spec(clip: Path, **extra: object):
-    overrides = {"source.path": str(clip), "size.width": 64, "size.height": 64, "backend.kind": "passthrough",
-                 "sampling.seed": 5, "source.end_frame": 8}
+    overrides = {
+        "source.path": str(clip),
+        "size.width": 64,
+        "size.height": 64,
+        "backend.kind": "passthrough",
+        "sampling.seed": 5,
+        "source.end_frame": 8,
+        # These tests are about the loop with frames that do not depend on each other
+        # (the preset's flow mode is tested in test_coherence_render.py).
+        "coherence.mode": "independent",
+    }
     overrides.update(extra)
     return load_spec("anime-canny-sd15", overrides)
 
@@ -31,11 +39,11 @@ class FlakyBackend(PassthroughBackend):
 
     name = "flaky"
 
-    def __init__(self, spec, fail_once: List[int], always_fail: List[int] = ()) -> None:
+    def __init__(self, spec, fail_once: list[int], always_fail: list[int] = ()) -> None:
         super().__init__(spec)
         self.fail_once = set(fail_once)
         self.always_fail = set(always_fail)
-        self.calls: List[int] = []
+        self.calls: list[int] = []
 
     def img2img(self, request: Img2ImgRequest) -> Img2ImgResult:
         self.calls.append(request.frame_index)
@@ -48,14 +56,19 @@ class FlakyBackend(PassthroughBackend):
 
 
 def test_full_job_outputs(tmp_path: Path, demo_clip: Path) -> None:
-    events: List[RenderEvent] = []
+    events: list[RenderEvent] = []
     with create_job(_spec(demo_clip), tmp_path / "job") as job:
         run_job(job, on_event=events.append)
         assert job.ledger.counts()["done"] == 8
         for name in ("result.mp4", "compare.mp4", "report/contact_sheet.png", "report/report.json", "report/report.md"):
             assert (job.root / name).is_file(), name
         params = png_text(job.out_path(3))["parameters"]
-        assert "Negative prompt:" in params and "Seed: 5" in params and "ControlNet 0:" in params and "Size: 64x64" in params
+        assert (
+            "Negative prompt:" in params
+            and "Seed: 5" in params
+            and "ControlNet 0:" in params
+            and "Size: 64x64" in params
+        )
         # passthrough: the output is the fitted source frame, byte for byte
         assert np.array_equal(read_png(job.out_path(3)), read_png(job.src_path(3)))
     frame_events = [e for e in events if e.kind == "frame"]
@@ -103,7 +116,6 @@ def test_cancel_stops_and_resume_finishes(tmp_path: Path, demo_clip: Path) -> No
         done = job.ledger.counts()["done"]
         assert 3 <= done < 8
     with open_job(tmp_path / "job") as job:
-        calls: List[int] = []
         backend = FlakyBackend(job.spec, fail_once=[])
         run_job(job, backend=backend)
         assert len(backend.calls) == 8 - done  # finished frames are never rendered again
@@ -144,7 +156,7 @@ def test_concurrent_backend_writes_each_frame_once(tmp_path: Path, demo_clip: Pa
         def __init__(self, spec) -> None:
             super().__init__(spec)
             self.lock = threading.Lock()
-            self.seen: List[int] = []
+            self.seen: list[int] = []
 
         def img2img(self, request: Img2ImgRequest) -> Img2ImgResult:
             with self.lock:
@@ -157,7 +169,9 @@ def test_concurrent_backend_writes_each_frame_once(tmp_path: Path, demo_clip: Pa
         assert sorted(backend.seen) == list(range(8))
 
 
-def test_disk_full_mid_run_is_one_error_and_resumable(tmp_path: Path, demo_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_mid_run_is_one_error_and_resumable(
+    tmp_path: Path, demo_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
     import os
 
@@ -218,10 +232,10 @@ def test_progress_inside_a_frame_feeds_the_eta(tmp_path: Path, demo_clip: Path) 
                 self.on_progress(0.5, 2.0)
             return super().img2img(request)
 
-    events: List[RenderEvent] = []
+    events: list[RenderEvent] = []
     with create_job(_spec(demo_clip), tmp_path / "job") as job:
         run_job(job, backend=Reporting(job.spec), on_event=events.append)
-    progress = [e for e in events if e.kind == "progress"]
+    progress = [e for e in events if e.kind == "progress" and e.stage == "render"]  # not the encode's
     assert len(progress) == 8
     # first frame: 2 s left in it, then 7 more frames at 2 s / (1 - 0.5) = 4 s each
     assert progress[0].eta_seconds == pytest.approx(2.0 + 7 * 4.0)

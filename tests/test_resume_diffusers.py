@@ -18,8 +18,23 @@ pytest.importorskip("diffusers", reason="the standalone backend needs diffusers"
 from vidstyle.imageio import read_png  # noqa: E402
 
 FRAMES = 12
-ARGS = ["--model", "tiny", "--end-frame", str(FRAMES), "--width", "64", "--height", "64", "--steps", "4",
-        "--seed", "77", "--device", "cpu", "-q"]
+ARGS = [
+    "--model",
+    "tiny",
+    "--end-frame",
+    str(FRAMES),
+    "--width",
+    "64",
+    "--height",
+    "64",
+    "--steps",
+    "4",
+    "--seed",
+    "77",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def _done(job: Path) -> int:
@@ -34,8 +49,12 @@ def test_killed_render_resumes_to_identical_pixels(tmp_path: Path, demo_clip: Pa
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # a slower-per-frame setting in the child so the kill lands mid-way
-    proc = subprocess.Popen([sys.executable, "-m", "vidstyle", "stylize", str(demo_clip), "-o", str(killed), *ARGS],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidstyle", "stylize", str(demo_clip), "-o", str(killed), *ARGS],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 300
     while _done(killed) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -46,7 +65,9 @@ def test_killed_render_resumes_to_identical_pixels(tmp_path: Path, demo_clip: Pa
     assert not (killed / "result.mp4").exists()
 
     # both finishing runs in fresh processes with the same thread count as the killed one
-    run = lambda *a: subprocess.run([sys.executable, "-m", "vidstyle", *a], env=env, capture_output=True, text=True)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vidstyle", *args], env=env, capture_output=True, text=True)
+
     resumed = run("resume", str(killed), "-q")
     assert resumed.returncode == 0, resumed.stderr
     whole = run("stylize", str(demo_clip), "-o", str(tmp_path / "whole"), *ARGS)

@@ -10,12 +10,13 @@ import pytest
 from vidstyle.errors import SpecError
 from vidstyle.samplers import (
     SAMPLER_RECIPES,
+    SAMPLERS,
     SCHEDULE_TYPES,
     build_scheduler,
     check_sampler,
     scheduler_options,
 )
-from vidstyle.spec import SAMPLERS
+from vidstyle.spec import field_info
 
 # SD1.5's own scheduler config (PNDM), as a checkpoint folder or single file brings it.
 SD15_SCHEDULER = {
@@ -31,8 +32,11 @@ SD15_SCHEDULER = {
 }
 
 
-def test_every_spec_sampler_has_a_recipe() -> None:
-    assert set(SAMPLERS) <= set(SAMPLER_RECIPES)
+def test_the_spec_offers_the_tables_samplers_in_order() -> None:
+    info = field_info("sampling.sampler")
+    assert info["help"] == "Sampler, by its WebUI name: " + ", ".join(SAMPLERS) + "."
+    assert SAMPLERS[:4] == ("Euler a", "Euler", "DPM++ 2M Karras", "DPM++ 2M")  # the order the tab's dropdown shows
+    assert info["default"] in SAMPLER_RECIPES
 
 
 def test_import_needs_no_torch() -> None:
@@ -46,7 +50,12 @@ def test_import_needs_no_torch() -> None:
     [
         ("Euler a", "Automatic", "EulerAncestralDiscreteScheduler", {}),
         ("Euler", "Automatic", "EulerDiscreteScheduler", {"use_karras_sigmas": False}),
-        ("DPM++ 2M", "Automatic", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
+        (
+            "DPM++ 2M",
+            "Automatic",
+            "DPMSolverMultistepScheduler",
+            {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False},
+        ),
         ("DPM++ 2M Karras", "Automatic", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True, "solver_order": 2}),
         ("DPM++ SDE Karras", "Automatic", "DPMSolverSinglestepScheduler", {"use_karras_sigmas": True}),
         ("DDIM", "Automatic", "DDIMScheduler", {"set_alpha_to_one": False}),
@@ -54,7 +63,12 @@ def test_import_needs_no_torch() -> None:
         # The schedule type overrides the sampler's own sigma schedule.
         ("DPM++ 2M", "Karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
         ("DPM++ 2M Karras", "Uniform", "DPMSolverMultistepScheduler", {"use_karras_sigmas": False}),
-        ("Euler", "Exponential", "EulerDiscreteScheduler", {"use_exponential_sigmas": True, "use_karras_sigmas": False}),
+        (
+            "Euler",
+            "Exponential",
+            "EulerDiscreteScheduler",
+            {"use_exponential_sigmas": True, "use_karras_sigmas": False},
+        ),
         ("DDIM", "SGM Uniform", "DDIMScheduler", {"timestep_spacing": "trailing"}),
     ],
 )
@@ -86,7 +100,8 @@ def test_impossible_pair_is_an_error_not_a_fallback() -> None:
 
 
 needs_diffusers = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("diffusers") is None, reason="building schedulers needs diffusers (vidstyle[diffusers])"
+    __import__("importlib").util.find_spec("diffusers") is None,
+    reason="building schedulers needs diffusers (vidstyle[diffusers])",
 )
 
 

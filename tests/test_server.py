@@ -9,22 +9,29 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from vidstyle.manager import JobManager
-from vidstyle.server import create_app, create_router, parse_auth, resolve_source
-from vidstyle.errors import UserInputError
+from vidstyle.server import REQUEST_HEADER, create_app, create_router, resolve_source
 
 WAIT = 300.0
 API = "/vidstyle/v1"
 
 
-def spec_body(path: str, **sections: Dict[str, Any]) -> Dict[str, Any]:
-    spec: Dict[str, Any] = {
+def our_client(app: Any) -> TestClient:
+    """A client like our own: a loopback Host and the header that state-changing requests need."""
+    client = TestClient(app, base_url="http://127.0.0.1")
+    client.headers[REQUEST_HEADER] = "1"
+    return client
+
+
+def spec_body(path: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "source": {"path": path, "end_frame": 3},
         "size": {"width": 64, "height": 64},
         "sampling": {"seed": 3, "steps": 2},
@@ -36,7 +43,7 @@ def spec_body(path: str, **sections: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class Env:
-    def __init__(self, root: Path, clip: Path, auth: Optional[Tuple[str, str]] = None) -> None:
+    def __init__(self, root: Path, clip: Path, auth: tuple[str, str] | None = None) -> None:
         self.media = root / "media"
         self.media.mkdir()
         self.clip = self.media / "clip.mp4"
@@ -45,9 +52,9 @@ class Env:
         self.outside.mkdir()
         shutil.copyfile(clip, self.outside / "secret.mp4")
         self.manager = JobManager(root / "jobs")
-        self.client = TestClient(create_app(self.manager, [self.media], auth))
+        self.client = our_client(create_app(self.manager, [self.media], auth))
 
-    def wait(self, job_id: str) -> Dict[str, Any]:
+    def wait(self, job_id: str) -> dict[str, Any]:
         assert self.manager.wait_idle(WAIT)
         response = self.client.get(f"{API}/jobs/{job_id}")
         assert response.status_code == 200, response.text
@@ -61,7 +68,7 @@ def env(tmp_path: Path, demo_clip: Path) -> Iterator[Env]:
     e.manager.close()
 
 
-def _basic(user: str, password: str) -> Dict[str, str]:
+def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
@@ -86,13 +93,6 @@ def test_auth_required_when_configured(tmp_path: Path, demo_clip: Path) -> None:
 def test_no_auth_when_not_configured(env: Env) -> None:
     assert env.client.get(f"{API}/jobs").status_code == 200
     assert env.client.get(f"{API}/presets").status_code == 200
-
-
-def test_parse_auth() -> None:
-    assert parse_auth("a:b:c") == ("a", "b:c")
-    assert parse_auth(None) is None
-    with pytest.raises(UserInputError):
-        parse_auth("nocolon")
 
 
 # -- source paths ---------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_paths_inside_allowed_roots_are_accepted(env: Env) -> None:
 def test_no_allowed_roots_means_upload_only(tmp_path: Path, demo_clip: Path) -> None:
     manager = JobManager(tmp_path / "jobs")
     try:
-        client = TestClient(create_app(manager, [], None))
+        client = our_client(create_app(manager, [], None))
         response = client.post(f"{API}/jobs", json=spec_body(str(demo_clip)))
         assert response.status_code == 403 and "upload" in response.json()["detail"]
     finally:
@@ -216,8 +216,11 @@ def test_cancel_resume_redo_routes(env: Env) -> None:
 def test_upload_route(env: Env) -> None:
     spec = spec_body("ignored")["spec"]
     with open(env.clip, "rb") as handle:
-        response = env.client.post(f"{API}/jobs/upload", files={"video": ("my dance.mp4", handle, "video/mp4")},
-                                   data={"spec": json.dumps(spec), "name": "up"})
+        response = env.client.post(
+            f"{API}/jobs/upload",
+            files={"video": ("my dance.mp4", handle, "video/mp4")},
+            data={"spec": json.dumps(spec), "name": "up"},
+        )
     assert response.status_code == 201, response.text
     status = env.wait("up")
     assert status["state"] == "done"
@@ -228,13 +231,19 @@ def test_upload_route(env: Env) -> None:
 
 def test_upload_route_refuses_bad_requests(env: Env) -> None:
     with open(env.clip, "rb") as handle:
-        bad_spec = env.client.post(f"{API}/jobs/upload", files={"video": ("a.mp4", handle, "video/mp4")},
-                                   data={"spec": json.dumps({"size": {"width": 3}})})
+        bad_spec = env.client.post(
+            f"{API}/jobs/upload",
+            files={"video": ("a.mp4", handle, "video/mp4")},
+            data={"spec": json.dumps({"size": {"width": 3}})},
+        )
     assert bad_spec.status_code == 422 and "size.width" in bad_spec.json()["detail"]
-    no_file = env.client.post(f"{API}/jobs/upload", data={"spec": "{}"})
+    no_file = env.client.post(f"{API}/jobs/upload", data={"spec": "{}"}, files={"other": ("a.txt", b"x", "text/plain")})
     assert no_file.status_code == 400 and "'video'" in no_file.json()["detail"]
-    not_video = env.client.post(f"{API}/jobs/upload", files={"video": ("a.mp4", b"garbage", "video/mp4")},
-                                data={"spec": json.dumps(spec_body("x")["spec"])})
+    not_video = env.client.post(
+        f"{API}/jobs/upload",
+        files={"video": ("a.mp4", b"garbage", "video/mp4")},
+        data={"spec": json.dumps(spec_body("x")["spec"])},
+    )
     assert not_video.status_code == 400
     assert not list((env.manager.output_root / "uploads").rglob("*.mp4"))  # our copy of the bad upload is gone
     assert env.manager.list_jobs() == []
@@ -252,13 +261,13 @@ def test_router_mounts_in_another_app(env: Env) -> None:
 
     app = FastAPI()
     app.include_router(create_router(env.manager, [env.media], ("u", "p")))
-    client = TestClient(app)
+    client = our_client(app)
     assert client.get(f"{API}/jobs").status_code == 401
     assert client.get(f"{API}/jobs", headers=_basic("u", "p")).json() == {"jobs": []}
 
 
 def test_several_credentials(env: Env) -> None:
-    client = TestClient(create_app(env.manager, [env.media], [("a", "1"), ("b", "2")]))
+    client = our_client(create_app(env.manager, [env.media], [("a", "1"), ("b", "2")]))
     assert client.get(f"{API}/jobs", headers=_basic("b", "2")).status_code == 200
     assert client.get(f"{API}/jobs", headers=_basic("a", "1")).status_code == 200
     assert client.get(f"{API}/jobs", headers=_basic("a", "2")).status_code == 401
@@ -266,8 +275,12 @@ def test_several_credentials(env: Env) -> None:
 
 def test_tiny_model_job_over_http(env: Env) -> None:
     pytest.importorskip("diffusers", reason="the tiny model needs diffusers (not installed under the WebUI's pins)")
-    body = spec_body(str(env.clip), model={"checkpoint": "tiny"}, controlnet={"model": "tiny"},
-                     backend={"kind": "diffusers", "device": "cpu"})
+    body = spec_body(
+        str(env.clip),
+        model={"checkpoint": "tiny"},
+        controlnet={"model": "tiny"},
+        backend={"kind": "diffusers", "device": "cpu"},
+    )
     body["name"] = "tiny"
     created = env.client.post(f"{API}/jobs", json=body)
     assert created.status_code == 201, created.text
@@ -293,5 +306,8 @@ def test_host_default_backend_applies_unless_the_spec_names_one() -> None:
     from vidstyle.server import _spec_from
 
     assert _spec_from({"prompt": "x"}, "anime-canny-sd15", "webui_local").backend.kind == "webui_local"
-    assert _spec_from({"backend": {"kind": "passthrough"}}, "anime-canny-sd15", "webui_local").backend.kind == "passthrough"
+    assert (
+        _spec_from({"backend": {"kind": "passthrough"}}, "anime-canny-sd15", "webui_local").backend.kind
+        == "passthrough"
+    )
     assert _spec_from({}, "anime-canny-sd15").backend.kind == "diffusers"

@@ -6,34 +6,38 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
-
 import train_helpers as th  # tests/train_helpers.py
+
 from trainer import commands
 from trainer.config import (
-    FAMILIES,
-    LEVEL_KEYS,
-    check_run,
     dumps_toml,
     flatten_sections,
     load_dataset_config,
     load_train_args,
-    parse_dataset_config,
-    parse_train_args,
-    parse_value,
     train_args_to_toml_dict,
     write_dataset_config,
     write_train_args,
 )
+from trainer.config_checks import check_run
+from trainer.config_errors import parse_dataset_config, parse_train_args
+from trainer.config_schema import FAMILIES, LEVEL_KEYS
 from trainer.presets import PRESET_DIR, apply_override, list_presets, load_stack
-from trainer.run import build_sample_prompts, inspect_dataset, load_run, parse_prompt_line, plan_run, read_sample_prompts
+from trainer.run import (
+    build_sample_prompts,
+    inspect_dataset,
+    load_run,
+    parse_prompt_line,
+    plan_run,
+    read_sample_prompts,
+)
 from vidstyle.compat import tomllib
 from vidstyle.errors import ModelNotFoundError, SpecError, UserInputError
 
 # One valid value per dataset-config key (types as sd-scripts' ConfigSanitizer wants them).
-VALID: Dict[str, Any] = {
+VALID: dict[str, Any] = {
     "num_repeats": 3, "shuffle_caption": True, "keep_tokens": 1, "keep_tokens_separator": "|||",
     "secondary_separator": ";;;", "caption_separator": ",", "enable_wildcard": False, "color_aug": False,
     "flip_aug": True, "random_crop": False, "face_crop_aug_range": [2.0, 4.0], "token_warmup_min": 1,
@@ -47,14 +51,18 @@ VALID: Dict[str, Any] = {
 ALL_KEYS = sorted(set().union(*LEVEL_KEYS.values()) - {"image_dir"})
 
 
-def dataset_with(level: str, key: str, value: Any) -> Dict[str, Any]:
-    data: Dict[str, Any] = {"general": {}, "datasets": [{"subsets": [{"image_dir": "/data/img"}]}]}
-    target = {"general": data["general"], "datasets": data["datasets"][0], "subsets": data["datasets"][0]["subsets"][0]}[level]
+def dataset_with(level: str, key: str, value: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"general": {}, "datasets": [{"subsets": [{"image_dir": "/data/img"}]}]}
+    target = {
+        "general": data["general"],
+        "datasets": data["datasets"][0],
+        "subsets": data["datasets"][0]["subsets"][0],
+    }[level]
     target[key] = value
     return data
 
 
-def train_args(**changes: Any) -> Dict[str, Any]:
+def train_args(**changes: Any) -> dict[str, Any]:
     base = dict(
         pretrained_model_name_or_path="/models/base.safetensors", network_dim=16, network_alpha=8.0, learning_rate=1e-4,
         dataset_config="/run/dataset.toml", output_dir="/run/output", output_name="lora", max_train_epochs=4,
@@ -75,7 +83,11 @@ def test_dataset_keys_only_at_their_levels(level: str, key: str) -> None:
     if key in LEVEL_KEYS[level]:
         config = parse_dataset_config(data)
         written = config.to_toml_dict()
-        node = {"general": written.get("general", {}), "datasets": written["datasets"][0], "subsets": written["datasets"][0]["subsets"][0]}[level]
+        node = {
+            "general": written.get("general", {}),
+            "datasets": written["datasets"][0],
+            "subsets": written["datasets"][0]["subsets"][0],
+        }[level]
         assert node[key] == VALID[key]
     else:
         with pytest.raises(SpecError) as err:
@@ -87,8 +99,18 @@ def test_dataset_keys_only_at_their_levels(level: str, key: str) -> None:
 
 def test_levels_match_sd_scripts_schema() -> None:
     # from library/config_util.py ConfigSanitizer (DreamBooth style, dropout supported)
-    dataset_only = {"resolution", "batch_size", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
-                    "bucket_no_upscale", "network_multiplier", "validation_split", "validation_seed"}  # fmt: skip
+    dataset_only = {
+        "resolution",
+        "batch_size",
+        "enable_bucket",
+        "min_bucket_reso",
+        "max_bucket_reso",
+        "bucket_reso_steps",
+        "bucket_no_upscale",
+        "network_multiplier",
+        "validation_split",
+        "validation_seed",
+    }
     subset_only = {"image_dir", "is_reg", "alpha_mask"}
     assert dataset_only <= LEVEL_KEYS["general"] and dataset_only <= LEVEL_KEYS["datasets"]
     assert not dataset_only & LEVEL_KEYS["subsets"]
@@ -149,7 +171,11 @@ def test_unknown_training_key_is_rejected_with_suggestion() -> None:
 
 @pytest.mark.parametrize(
     "key, hint",
-    [("resolution", "dataset setting"), ("train_batch_size", "batch_size in the dataset config"), ("caption_extention", "caption_extension")],
+    [
+        ("resolution", "dataset setting"),
+        ("train_batch_size", "batch_size in the dataset config"),
+        ("caption_extention", "caption_extension"),
+    ],
 )
 def test_dataset_keys_in_training_config_point_to_the_right_place(key: str, hint: str) -> None:
     with pytest.raises(SpecError, match=hint):
@@ -174,7 +200,7 @@ def test_dataset_keys_in_training_config_point_to_the_right_place(key: str, hint
         ({"sample_sampler": "euler a"}, "sample_sampler"),
     ],
 )
-def test_bad_training_values_are_rejected(change: Dict[str, Any], fragment: str) -> None:
+def test_bad_training_values_are_rejected(change: dict[str, Any], fragment: str) -> None:
     with pytest.raises(SpecError, match=re.escape(fragment)):
         parse_train_args(train_args(**change))
 
@@ -182,7 +208,10 @@ def test_bad_training_values_are_rejected(change: Dict[str, Any], fragment: str)
 def test_known_optimizers_schedulers_and_module_paths_pass() -> None:
     for optimizer in ("AdamW8bit", "adamw8bit", "Prodigy", "Adafactor", "bitsandbytes.optim.AdEMAMix8bit"):
         assert parse_train_args(train_args(optimizer_type=optimizer)).optimizer_type == optimizer
-    assert parse_train_args(train_args(lr_scheduler="adafactor:1e-4", optimizer_type="Adafactor")).lr_scheduler == "adafactor:1e-4"
+    assert (
+        parse_train_args(train_args(lr_scheduler="adafactor:1e-4", optimizer_type="Adafactor")).lr_scheduler
+        == "adafactor:1e-4"
+    )
 
 
 def test_warmup_fraction_stays_a_float() -> None:
@@ -194,7 +223,13 @@ def test_warmup_fraction_stays_a_float() -> None:
 
 
 def run_check(family: str = "sd15", dataset: Any = None, **train: Any) -> list:
-    ds = parse_dataset_config(dataset or {"general": {"resolution": FAMILIES[family].default_resolution}, "datasets": [{"subsets": [{"image_dir": "/d"}]}]})
+    ds = parse_dataset_config(
+        dataset
+        or {
+            "general": {"resolution": FAMILIES[family].default_resolution},
+            "datasets": [{"subsets": [{"image_dir": "/d"}]}],
+        }
+    )
     return check_run(FAMILIES[family], ds, parse_train_args(train_args(**train)))
 
 
@@ -221,7 +256,9 @@ def test_latent_caching_forbids_color_aug() -> None:
         run_check("sd15", ds, cache_latents=True)
 
 
-@pytest.mark.parametrize("family, steps, ok", [("sd15", 64, True), ("sd15", 32, False), ("sdxl", 32, True), ("sdxl", 48, False)])
+@pytest.mark.parametrize(
+    "family, steps, ok", [("sd15", 64, True), ("sd15", 32, False), ("sdxl", 32, True), ("sdxl", 48, False)]
+)
 def test_bucket_steps_per_family(family: str, steps: int, ok: bool) -> None:
     res = FAMILIES[family].default_resolution
     ds = {"general": {"bucket_reso_steps": steps, "resolution": res}, "datasets": [{"subsets": [{"image_dir": "/d"}]}]}
@@ -232,10 +269,19 @@ def test_bucket_steps_per_family(family: str, steps: int, ok: bool) -> None:
             run_check(family, ds)
 
 
-@pytest.mark.parametrize("family, resolution, ok", [("sd15", 512, True), ("sd15", 544, False), ("sdxl", 1056, True), ("sdxl", 1000, False)])
+@pytest.mark.parametrize(
+    "family, resolution, ok", [("sd15", 512, True), ("sd15", 544, False), ("sdxl", 1056, True), ("sdxl", 1000, False)]
+)
 def test_resolution_multiple_per_family(family: str, resolution: int, ok: bool) -> None:
-    ds = {"general": {"resolution": resolution, "bucket_reso_steps": 64 if family == "sd15" else 32, "enable_bucket": True,
-                      "max_bucket_reso": 2048}, "datasets": [{"subsets": [{"image_dir": "/d"}]}]}  # fmt: skip
+    ds = {
+        "general": {
+            "resolution": resolution,
+            "bucket_reso_steps": 64 if family == "sd15" else 32,
+            "enable_bucket": True,
+            "max_bucket_reso": 2048,
+        },
+        "datasets": [{"subsets": [{"image_dir": "/d"}]}],
+    }
     if ok:
         run_check(family, ds)
     else:
@@ -244,7 +290,10 @@ def test_resolution_multiple_per_family(family: str, resolution: int, ok: bool) 
 
 
 def test_bucket_bounds_must_hold_the_resolution() -> None:
-    ds = {"general": {"resolution": 1024, "enable_bucket": True, "max_bucket_reso": 768}, "datasets": [{"subsets": [{"image_dir": "/d"}]}]}
+    ds = {
+        "general": {"resolution": 1024, "enable_bucket": True, "max_bucket_reso": 768},
+        "datasets": [{"subsets": [{"image_dir": "/d"}]}],
+    }
     with pytest.raises(SpecError, match="max_bucket_reso 768"):
         run_check("sdxl", ds)
 
@@ -295,7 +344,9 @@ def test_toml_round_trip_of_both_files(tmp_path: Path) -> None:
         "datasets": [{"batch_size": 2, "subsets": [{"image_dir": "/d/10_x", "num_repeats": 10}]},
                      {"validation_split": 1.0, "subsets": [{"image_dir": "/d/val", "num_repeats": 1}]}],
     })  # fmt: skip
-    train = parse_train_args(train_args(lr_warmup_steps=0.05, text_encoder_lr=5e-5, network_args=["conv_dim=4", "conv_alpha=1"]))
+    train = parse_train_args(
+        train_args(lr_warmup_steps=0.05, text_encoder_lr=5e-5, network_args=["conv_dim=4", "conv_alpha=1"])
+    )
     write_dataset_config(tmp_path / "dataset.toml", dataset, header="a header\nsecond line")
     write_train_args(tmp_path / "config.toml", train)
     assert load_dataset_config(tmp_path / "dataset.toml") == dataset
@@ -314,17 +365,12 @@ def test_flatten_refuses_a_key_set_twice() -> None:
 
 
 def test_every_training_key_is_written_to_one_section() -> None:
-    full = parse_train_args(train_args(v2=False, clip_skip=2, sample_prompts="/p.txt", logging_dir="/l", validate_every_n_epochs=1))
+    full = parse_train_args(
+        train_args(v2=False, clip_skip=2, sample_prompts="/p.txt", logging_dir="/l", validate_every_n_epochs=1)
+    )
     sections = train_args_to_toml_dict(full)
     written = [k for section in sections.values() for k in section]
     assert sorted(written) == sorted(full.to_toml_dict())
-
-
-def test_parse_value_reads_toml_literals() -> None:
-    assert parse_value("1e-4") == 1e-4 and parse_value("true") is True and parse_value("[1, 2]") == [1, 2]
-    assert parse_value("'quoted'") == "quoted" and parse_value("AdamW8bit") == "AdamW8bit"
-    with pytest.raises(UserInputError):
-        parse_value("{broken")
 
 
 def test_dumps_toml_has_header() -> None:
@@ -339,7 +385,16 @@ OVERLAYS = [None, "8gb", "12gb", "24gb"]
 
 
 def test_preset_set_is_complete() -> None:
-    assert set(list_presets()) == {"sd15-character", "sd15-style", "sdxl-style-r4", "sdxl-style-r8", "sdxl-style-r16", "gpu-8gb", "gpu-12gb", "gpu-24gb"}
+    assert set(list_presets()) == {
+        "sd15-character",
+        "sd15-style",
+        "sdxl-style-r4",
+        "sdxl-style-r8",
+        "sdxl-style-r16",
+        "gpu-8gb",
+        "gpu-12gb",
+        "gpu-24gb",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
@@ -355,7 +410,7 @@ def test_every_preset_value_is_commented(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("presets")
     return {
         "dataset": th.make_dataset(root / "ds"),
@@ -367,7 +422,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 
 @pytest.mark.parametrize("gpu", OVERLAYS)
 @pytest.mark.parametrize("base", BASES)
-def test_all_preset_combinations_are_valid(prepared: Dict[str, Path], base: str, gpu: str) -> None:
+def test_all_preset_combinations_are_valid(prepared: dict[str, Path], base: str, gpu: str) -> None:
     stack = load_stack([base], gpu)
     model = prepared["sdxl" if stack.family == "sdxl" else "sd15"]
     out = prepared["root"] / f"run-{base}-{gpu}"
@@ -398,9 +453,15 @@ def test_preset_layering_rules() -> None:
     assert load_stack(["sd15-character", "gpu-24gb"]).names == load_stack(["sd15-character"], "24gb").names
 
 
-def test_overrides_reach_their_tables(prepared: Dict[str, Path]) -> None:
+def test_overrides_reach_their_tables(prepared: dict[str, Path]) -> None:
     stack = load_stack(["sd15-character"])
-    for key, value in (("network_dim", 16), ("network_alpha", 8.0), ("dataset.batch_size", 3), ("subset.num_repeats", 7), ("samples.steps", 20)):
+    for key, value in (
+        ("network_dim", 16),
+        ("network_alpha", 8.0),
+        ("dataset.batch_size", 3),
+        ("subset.num_repeats", 7),
+        ("samples.steps", 20),
+    ):
         apply_override(stack, key, value)
     plan = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), prepared["root"] / "ovr")
     assert plan.train.network_dim == 16 and plan.dataset.general.batch_size == 3
@@ -410,14 +471,14 @@ def test_overrides_reach_their_tables(prepared: Dict[str, Path]) -> None:
         apply_override(stack, "foo.bar", 1)
 
 
-def test_dataset_key_as_plain_override_is_explained(prepared: Dict[str, Path]) -> None:
+def test_dataset_key_as_plain_override_is_explained(prepared: dict[str, Path]) -> None:
     stack = load_stack(["sd15-character"])
     apply_override(stack, "resolution", 768)
     with pytest.raises(SpecError, match=r"--set dataset.resolution"):
         plan_run(stack, prepared["dataset"], str(prepared["sd15"]), prepared["root"] / "bad")
 
 
-def test_run_folder_paths_cannot_be_overridden(prepared: Dict[str, Path]) -> None:
+def test_run_folder_paths_cannot_be_overridden(prepared: dict[str, Path]) -> None:
     stack = load_stack(["sd15-character"])
     apply_override(stack, "output_dir", "/elsewhere")
     with pytest.raises(UserInputError, match="'output_dir' is set by `trainer config`"):
@@ -446,12 +507,12 @@ def test_dataset_without_kohya_folder_is_refused(tmp_path: Path) -> None:
         inspect_dataset(tmp_path)
 
 
-def test_checkpoint_of_the_wrong_family_is_refused(prepared: Dict[str, Path]) -> None:
+def test_checkpoint_of_the_wrong_family_is_refused(prepared: dict[str, Path]) -> None:
     with pytest.raises(SpecError, match="looks like an SDXL checkpoint"):
         plan_run(load_stack(["sd15-character"]), prepared["dataset"], str(prepared["sdxl"]), prepared["root"] / "wrong")
 
 
-def test_missing_checkpoint_and_hub_ids(prepared: Dict[str, Path]) -> None:
+def test_missing_checkpoint_and_hub_ids(prepared: dict[str, Path]) -> None:
     stack = load_stack(["sd15-character"])
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         plan_run(stack, prepared["dataset"], str(prepared["root"] / "nope.safetensors"), prepared["root"] / "m")
@@ -465,18 +526,24 @@ def test_prepared_size_below_training_size_warns(tmp_path: Path) -> None:
     assert any("prepared at 512 px" in w for w in plan.warnings)
 
 
-def test_validation_modes(prepared: Dict[str, Path], tmp_path: Path) -> None:
+def test_validation_modes(prepared: dict[str, Path], tmp_path: Path) -> None:
     stack = load_stack(["sd15-character"])
     held = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "h", validation="heldout")
     assert [d.validation_split for d in held.dataset.datasets] == [None, 1.0]
     val_subset = held.dataset.datasets[1].subsets[0]
     assert val_subset.image_dir.endswith("val") and val_subset.num_repeats == 1 and val_subset.shuffle_caption is False
-    split = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "s", validation="split", validation_split=0.25)
+    split = plan_run(
+        stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "s", validation="split", validation_split=0.25
+    )
     assert len(split.dataset.datasets) == 1 and split.dataset.datasets[0].validation_split == 0.25
     assert not [w for w in split.warnings if "split" in w]  # 4 images: 3 train + 1 validation
-    overlap = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "s2", validation="split", validation_split=0.2)
+    overlap = plan_run(
+        stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "s2", validation="split", validation_split=0.2
+    )
     assert any("also trains on the validation images" in w for w in overlap.warnings)  # ceil(3.2) + round(0.8) = 5 > 4
-    empty = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "s3", validation="split", validation_split=0.1)
+    empty = plan_run(
+        stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "s3", validation="split", validation_split=0.1
+    )
     assert any("no validation image" in w for w in empty.warnings)
     off = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), tmp_path / "o", validation="off")
     assert len(off.dataset.datasets) == 1 and off.dataset.datasets[0].validation_split is None
@@ -489,7 +556,7 @@ def test_validation_modes(prepared: Dict[str, Path], tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- sample prompts
 
 
-def test_sample_prompts_fixed_seeds_trigger_and_heldout(prepared: Dict[str, Path]) -> None:
+def test_sample_prompts_fixed_seeds_trigger_and_heldout(prepared: dict[str, Path]) -> None:
     stack = load_stack(["sd15-character"])
     plan = plan_run(stack, prepared["dataset"], str(prepared["sd15"]), prepared["root"] / "sp")
     prompts = plan.prompts
@@ -516,10 +583,26 @@ def test_heldout_caption_without_trigger_gets_it(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def test_config_command_writes_the_run_folder(prepared: Dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_command_writes_the_run_folder(
+    prepared: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    argv = th.config_argv(prepared["dataset"], prepared["sd15"], out, "sd15-character", extra=["--gpu", "12gb", "--set", "network_dim=16",
-                          "--set", "network_alpha=8", "--sd-scripts", str(th.SD_SCRIPTS_DOUBLE)])  # fmt: skip
+    argv = th.config_argv(
+        prepared["dataset"],
+        prepared["sd15"],
+        out,
+        "sd15-character",
+        extra=[
+            "--gpu",
+            "12gb",
+            "--set",
+            "network_dim=16",
+            "--set",
+            "network_alpha=8",
+            "--sd-scripts",
+            str(th.SD_SCRIPTS_DOUBLE),
+        ],
+    )
     assert commands.main(argv) == 0
     for name in ("dataset.toml", "config.toml", "sample_prompts.txt", "command.txt", "run.json"):
         assert (out / name).is_file()
@@ -530,19 +613,23 @@ def test_config_command_writes_the_run_folder(prepared: Dict[str, Path], tmp_pat
     assert "launch --num_cpu_threads_per_process 1 --mixed_precision bf16 --num_processes 1" in command
     assert f"{th.SD_SCRIPTS_DOUBLE / 'train_network.py'} --config_file {out.resolve() / 'config.toml'}" in command
     meta = json.loads((out / "run.json").read_text())
-    assert meta["family"] == "sd15" and meta["trigger"] == "mikuchan" and meta["presets"] == ["sd15-character", "gpu-12gb"]
+    assert (
+        meta["family"] == "sd15" and meta["trigger"] == "mikuchan" and meta["presets"] == ["sd15-character", "gpu-12gb"]
+    )
     assert len(read_sample_prompts(out / "sample_prompts.txt")) == 5
     assert "next: python -m trainer train" in capsys.readouterr().out
 
 
-def test_config_command_reports_errors_as_one_line(prepared: Dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_command_reports_errors_as_one_line(
+    prepared: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = th.config_argv(prepared["dataset"], prepared["sd15"], tmp_path / "r", extra=["--set", "optimizer_typ=AdamW"])
     assert commands.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "optimizer_typ" in err[0] and "optimizer_type" in err[0]
 
 
-def test_config_refuses_to_rewrite_a_trained_run(prepared: Dict[str, Path], tmp_path: Path) -> None:
+def test_config_refuses_to_rewrite_a_trained_run(prepared: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert commands.main(th.config_argv(prepared["dataset"], prepared["sd15"], out)) == 0
     (out / "output").mkdir()
@@ -551,7 +638,7 @@ def test_config_refuses_to_rewrite_a_trained_run(prepared: Dict[str, Path], tmp_
     assert commands.main(th.config_argv(prepared["dataset"], prepared["sd15"], out, extra=["--force"])) == 0
 
 
-def test_hand_edited_config_is_validated_again(prepared: Dict[str, Path], tmp_path: Path) -> None:
+def test_hand_edited_config_is_validated_again(prepared: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert commands.main(th.config_argv(prepared["dataset"], prepared["sd15"], out)) == 0
     text = (out / "config.toml").read_text().replace("network_dim = 32", "network_dims = 32")

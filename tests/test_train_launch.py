@@ -12,14 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List
 
 import pytest
-
 import train_helpers as th  # tests/train_helpers.py
+
 from trainer import commands
-from trainer.config import parse_dataset_config, parse_train_args
+from trainer.config_errors import parse_dataset_config, parse_train_args
 from trainer.launch import (
     LaunchOptions,
     TrainingError,
@@ -45,7 +45,9 @@ def test_argv_sd15_one_gpu_is_accelerate_launch(tmp_path: Path) -> None:
     bindir = tmp_path / "venv" / "bin"
     bindir.mkdir(parents=True)
     (bindir / "accelerate").write_text("")
-    argv = build_argv(Path("/sd/train_network.py"), Path("/run/config.toml"), "fp16", gpus=1, python=str(bindir / "python"))
+    argv = build_argv(
+        Path("/sd/train_network.py"), Path("/run/config.toml"), "fp16", gpus=1, python=str(bindir / "python")
+    )
     assert argv == [
         str(bindir / "accelerate"), "launch", "--num_cpu_threads_per_process", "1", "--mixed_precision", "fp16",
         "--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no",
@@ -54,8 +56,19 @@ def test_argv_sd15_one_gpu_is_accelerate_launch(tmp_path: Path) -> None:
 
 
 def test_argv_sdxl_several_gpus_uses_accelerates_options() -> None:
-    argv = build_argv(Path("/sd/sdxl_train_network.py"), Path("/run/config.toml"), "bf16", gpus=2, python="/nowhere/python", gpu_ids="0,1")
-    assert argv[:3] == ["/nowhere/python", "-m", "accelerate.commands.launch"]  # no accelerate script beside that python
+    argv = build_argv(
+        Path("/sd/sdxl_train_network.py"),
+        Path("/run/config.toml"),
+        "bf16",
+        gpus=2,
+        python="/nowhere/python",
+        gpu_ids="0,1",
+    )
+    assert argv[:3] == [
+        "/nowhere/python",
+        "-m",
+        "accelerate.commands.launch",
+    ]  # no accelerate script beside that python
     assert argv[argv.index("--num_processes") + 1] == "2" and "--multi_gpu" in argv
     assert argv[argv.index("--gpu_ids") + 1] == "0,1" and argv[argv.index("--mixed_precision") + 1] == "bf16"
     assert argv.index("--multi_gpu") < argv.index("/sd/sdxl_train_network.py")  # launcher options before the script
@@ -63,7 +76,13 @@ def test_argv_sdxl_several_gpus_uses_accelerates_options() -> None:
 
 
 def test_argv_resume_and_python_launcher() -> None:
-    argv = build_argv(Path("/sd/train_network.py"), Path("/r/c.toml"), launcher="python", python="/py", resume=Path("/r/out/x-000002-state"))
+    argv = build_argv(
+        Path("/sd/train_network.py"),
+        Path("/r/c.toml"),
+        launcher="python",
+        python="/py",
+        resume=Path("/r/out/x-000002-state"),
+    )
     assert argv == ["/py", "/sd/train_network.py", "--config_file", "/r/c.toml", "--resume", "/r/out/x-000002-state"]
     with pytest.raises(UserInputError, match="one process"):
         build_argv(Path("/sd/t.py"), Path("/c"), launcher="python", gpus=2)
@@ -96,24 +115,38 @@ HEADER = (
 
 def bar(n: int, total: int, postfix: str, desc: str = "steps", rate: str = "1.41it/s", remaining: str = "00:05") -> str:
     filled = "█" * (10 * n // total)
-    return f"\r{desc}: {100 * n // total:3d}%|{filled:<10}| {n}/{total} [00:03<{remaining}, {rate}{', ' + postfix if postfix else ''}]"
+    return (
+        f"\r{desc}: {100 * n // total:3d}%|{filled:<10}| {n}/{total} [00:03<{remaining}, "
+        f"{rate}{', ' + postfix if postfix else ''}]"
+    )
 
 
 def sd_scripts_log() -> str:
     """sd-scripts v0.10.1's console output for 2 epochs, stdout and stderr interleaved as in a pipe."""
     parts = [HEADER, bar(0, 8, "", rate="?it/s", remaining="?"), "\nepoch 1/2\n\n"]
     parts += [bar(i, 8, f"avr_loss={0.2 - 0.01 * i:.3g}") for i in range(1, 5)]
-    parts += ["\n", bar(0, 8, "", desc="epoch validation steps"), bar(8, 8, "val_epoch_avg_loss=0.151, timestep=800", desc="epoch validation steps")]
-    parts += ["\n\nsaving checkpoint: /run/output/lora-000001.safetensors\n", "\ngenerating sample images at step / サンプル画像生成 ステップ: 4\n"]
+    parts += [
+        "\n",
+        bar(0, 8, "", desc="epoch validation steps"),
+        bar(8, 8, "val_epoch_avg_loss=0.151, timestep=800", desc="epoch validation steps"),
+    ]
+    parts += [
+        "\n\nsaving checkpoint: /run/output/lora-000001.safetensors\n",
+        "\ngenerating sample images at step / サンプル画像生成 ステップ: 4\n",
+    ]
     parts += ["prompt: lora, 1girl\n", "\nepoch 2/2\n\n"]
     parts += [bar(i, 8, f"avr_loss={0.2 - 0.01 * i:.3g}") for i in range(5, 9)]
-    parts += ["\n", bar(0, 8, "", desc="epoch validation steps"), bar(8, 8, "val_epoch_avg_loss=0.162, timestep=800", desc="epoch validation steps")]
+    parts += [
+        "\n",
+        bar(0, 8, "", desc="epoch validation steps"),
+        bar(8, 8, "val_epoch_avg_loss=0.162, timestep=800", desc="epoch validation steps"),
+    ]
     parts += ["\n\nsaving checkpoint: /run/output/lora.safetensors\n", "model saved.\n"]
     return "".join(parts)
 
 
 def test_parser_reads_sd_scripts_console_format() -> None:
-    events: List[str] = []
+    events: list[str] = []
     parser = LogParser(on_event=lambda event, _: events.append(event))
     text = sd_scripts_log()
     for start in range(0, len(text), 37):  # arbitrary chunk boundaries, as a pipe delivers them
@@ -123,15 +156,23 @@ def test_parser_reads_sd_scripts_console_format() -> None:
     assert (p.train_images, p.val_images, p.batches_per_epoch, p.total_epochs, p.total_steps) == (8, 2, 4, 2, 8)
     assert p.step == 8 and p.epoch == 2 and p.model_saved and p.phase == "done"
     assert p.avr_loss == pytest.approx(0.12) and p.it_per_s == pytest.approx(1.41) and p.eta_seconds == 5
-    assert p.epochs == {"1": {"train_loss": pytest.approx(0.16), "val_loss": 0.151}, "2": {"train_loss": pytest.approx(0.12), "val_loss": 0.162}}
+    assert p.epochs == {
+        "1": {"train_loss": pytest.approx(0.16), "val_loss": 0.151},
+        "2": {"train_loss": pytest.approx(0.12), "val_loss": 0.162},
+    }
     assert [c["epoch"] for c in p.checkpoints] == [1, 2]  # the final save is named without a number
     assert p.loss_history[0] == (1, pytest.approx(0.19)) and len(p.loss_history) == 8
-    assert events.count("epoch") == 2 and events.count("checkpoint") == 2 and "sampling" in events and events[-1] == "done"
+    assert (
+        events.count("epoch") == 2 and events.count("checkpoint") == 2 and "sampling" in events and events[-1] == "done"
+    )
 
 
 def test_parser_tolerates_rich_columns_ansi_and_crlf() -> None:
     parser = LogParser()
-    parser.feed("2026-02-16 10:00:00 INFO     generating sample images at step / サンプル画像生成 ステップ: 10     train_util.py:6394\r\n")
+    parser.feed(
+        "2026-02-16 10:00:00 INFO     generating sample images at step / サンプル画像生成 ステップ: 10     "
+        "train_util.py:6394\r\n"
+    )
     assert parser.progress.phase == "sampling"
     parser.feed("\x1b[A" + bar(3, 10, "avr_loss=0.0912").lstrip("\r") + "\x1b[A\n")
     assert parser.progress.step == 3 and parser.progress.avr_loss == 0.0912
@@ -140,11 +181,14 @@ def test_parser_tolerates_rich_columns_ansi_and_crlf() -> None:
 
 
 def test_parser_flags_nan_and_errors() -> None:
-    events: List[str] = []
+    events: list[str] = []
     parser = LogParser(on_event=lambda event, _: events.append(event))
     parser.feed(HEADER + bar(2, 8, "avr_loss=nan") + "\nNaN found in latents, replacing with zeros\n")
     # the traceback follows tqdm's last redraw on the same line: stderr had no newline in between
-    parser.feed(bar(3, 8, "avr_loss=nan") + "Traceback (most recent call last):\n  File \"train_network.py\", line 1, in <module>\n")
+    parser.feed(
+        bar(3, 8, "avr_loss=nan")
+        + 'Traceback (most recent call last):\n  File "train_network.py", line 1, in <module>\n'
+    )
     parser.feed("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
     assert "nan" in events and "nan_latents" in events and "error" in events
     assert parser.progress.errors == ["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
@@ -166,8 +210,14 @@ def test_parser_counts_steps_of_a_resumed_run() -> None:
 @pytest.mark.parametrize(
     "line, fragment",
     [
-        ("voluptuous.error.MultipleInvalid: extra keys not allowed @ data['datasets'][0]['subsets'][0]['foo']", "rejected dataset.toml"),
-        ("model is not found as a file or in Hugging Face, perhaps file name is wrong? / x: /m.safetensors", "base checkpoint"),
+        (
+            "voluptuous.error.MultipleInvalid: extra keys not allowed @ data['datasets'][0]['subsets'][0]['foo']",
+            "rejected dataset.toml",
+        ),
+        (
+            "model is not found as a file or in Hugging Face, perhaps file name is wrong? / x: /m.safetensors",
+            "base checkpoint",
+        ),
         ("ModuleNotFoundError: No module named 'bitsandbytes'", "bitsandbytes"),
         ("ModuleNotFoundError: No module named 'einops'", "requirements are missing"),
         ("torch.distributed.DistNetworkError: NCCL error", "Multi-GPU"),
@@ -211,7 +261,12 @@ def test_missing_sd_scripts_explains_both_ways(tmp_path: Path, monkeypatch: pyte
 
 def test_feature_probe_reads_the_argparse_source() -> None:
     sd = inspect_sd_scripts(th.SD_SCRIPTS_DOUBLE)
-    assert {"network_dim", "validate_every_n_epochs", "cache_text_encoder_outputs", "console_log_simple"} <= sd.arguments
+    assert {
+        "network_dim",
+        "validate_every_n_epochs",
+        "cache_text_encoder_outputs",
+        "console_log_simple",
+    } <= sd.arguments
     assert sd.warmup_fraction and sd.version.startswith("unknown")
 
 
@@ -221,7 +276,7 @@ def old_sd_scripts(tmp_path: Path) -> Path:
     copy = tmp_path / "sd-scripts-v0.9"
     shutil.copytree(th.SD_SCRIPTS_DOUBLE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     script = copy / "train_network.py"
-    script.write_text("\n".join(l for l in script.read_text().splitlines() if "validat" not in l) + "\n")
+    script.write_text("\n".join(line for line in script.read_text().splitlines() if "validat" not in line) + "\n")
     config = copy / "library" / "config_util.py"
     config.write_text(config.read_text().replace('"validation_seed": int, "validation_split": float,', ""))
     util = copy / "library" / "train_util.py"
@@ -231,11 +286,28 @@ def old_sd_scripts(tmp_path: Path) -> Path:
 
 def test_old_sd_scripts_is_refused_with_the_release_needed(old_sd_scripts: Path) -> None:
     sd = inspect_sd_scripts(old_sd_scripts)
-    dataset = parse_dataset_config({"datasets": [{"subsets": [{"image_dir": "/d"}]}, {"validation_split": 1.0, "subsets": [{"image_dir": "/v"}]}]})
-    train_args = parse_train_args(dict(pretrained_model_name_or_path="/m", network_dim=8, network_alpha=4.0, learning_rate=1e-4,
-                                       dataset_config="/d.toml", output_dir="/o", output_name="n", max_train_epochs=2,
-                                       validate_every_n_epochs=1, lr_warmup_steps=0.05))  # fmt: skip
-    assert set(missing_features(sd, train_args, dataset)) == {"validate_every_n_epochs", "validation_split", "lr_warmup_steps as a fraction"}
+    dataset = parse_dataset_config(
+        {"datasets": [{"subsets": [{"image_dir": "/d"}]}, {"validation_split": 1.0, "subsets": [{"image_dir": "/v"}]}]}
+    )
+    train_args = parse_train_args(
+        dict(
+            pretrained_model_name_or_path="/m",
+            network_dim=8,
+            network_alpha=4.0,
+            learning_rate=1e-4,
+            dataset_config="/d.toml",
+            output_dir="/o",
+            output_name="n",
+            max_train_epochs=2,
+            validate_every_n_epochs=1,
+            lr_warmup_steps=0.05,
+        )
+    )
+    assert set(missing_features(sd, train_args, dataset)) == {
+        "validate_every_n_epochs",
+        "validation_split",
+        "lr_warmup_steps as a fraction",
+    }
     with pytest.raises(PreflightError, match=r"does not support .*validate_every_n_epochs.*\(added in v0.10.0\)"):
         check_support(sd, train_args, dataset)
 
@@ -244,25 +316,43 @@ def test_old_sd_scripts_is_refused_with_the_release_needed(old_sd_scripts: Path)
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("launch")
-    return {"dataset": th.make_dataset(root / "ds", repeats=2, train=4, val=2), "sd15": th.make_checkpoint(root), "sdxl": th.make_checkpoint(root, "sdxl")}
+    return {
+        "dataset": th.make_dataset(root / "ds", repeats=2, train=4, val=2),
+        "sd15": th.make_checkpoint(root),
+        "sdxl": th.make_checkpoint(root, "sdxl"),
+    }
 
 
 @pytest.fixture()
 def double_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The double writes real .safetensors checkpoints, as sd-scripts does.
     pytest.importorskip("safetensors", reason="the sd-scripts double needs safetensors (vidstyle[diffusers])")
-    for name in ("SD_DOUBLE_NAN_AT_STEP", "SD_DOUBLE_EXPLODE_AT_STEP", "SD_DOUBLE_CRASH_AT_STEP", "SD_DOUBLE_STEP_SECONDS", "SD_DOUBLE_BEST_EPOCH"):
+    for name in (
+        "SD_DOUBLE_NAN_AT_STEP",
+        "SD_DOUBLE_EXPLODE_AT_STEP",
+        "SD_DOUBLE_CRASH_AT_STEP",
+        "SD_DOUBLE_STEP_SECONDS",
+        "SD_DOUBLE_BEST_EPOCH",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VIDSTYLE_SD_SCRIPTS", str(th.SD_SCRIPTS_DOUBLE))
     monkeypatch.setenv("VIDSTYLE_TRAIN_LAUNCHER", "python")  # accelerate's CLI is not part of the test
     yield
 
 
-def make_run(inputs: Dict[str, Path], out: Path, preset: str = "sd15-character", epochs: int = 3, extra: List[str] = ()) -> Path:  # type: ignore[assignment]
+def make_run(
+    inputs: dict[str, Path], out: Path, preset: str = "sd15-character", epochs: int = 3, extra: list[str] = ()
+) -> Path:  # type: ignore[assignment]
     model = inputs["sdxl" if preset.startswith("sdxl") else "sd15"]
-    argv = th.config_argv(inputs["dataset"], model, out, preset, extra=["--set", f"max_train_epochs={epochs}", "--set", "dataset.batch_size=2", *extra])
+    argv = th.config_argv(
+        inputs["dataset"],
+        model,
+        out,
+        preset,
+        extra=["--set", f"max_train_epochs={epochs}", "--set", "dataset.batch_size=2", *extra],
+    )
     assert commands.main(argv) == 0
     return out
 
@@ -270,15 +360,26 @@ def make_run(inputs: Dict[str, Path], out: Path, preset: str = "sd15-character",
 QUIET = dict(show_bar=False, stop_grace=10.0)
 
 
-def test_full_run_sd15(inputs: Dict[str, Path], tmp_path: Path, double_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_run_sd15(
+    inputs: dict[str, Path], tmp_path: Path, double_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = make_run(inputs, tmp_path / "run")
     progress = train(run_dir, LaunchOptions(**QUIET))
     assert progress.state == "finished" and progress.model_saved and progress.returncode == 0
-    assert (progress.step, progress.total_steps, progress.epoch, progress.total_epochs) == (12, 12, 3, 3)  # 4 images x 2 / batch 2 = 4 steps
+    assert (progress.step, progress.total_steps, progress.epoch, progress.total_epochs) == (
+        12,
+        12,
+        3,
+        3,
+    )  # 4 images x 2 / batch 2 = 4 steps
     assert [c["epoch"] for c in progress.checkpoints] == [1, 2, 3]
     assert set(progress.epochs) == {"1", "2", "3"} and all(e["val_loss"] is not None for e in progress.epochs.values())
     output = run_dir / "output"
-    assert sorted(p.name for p in output.glob("*.safetensors")) == ["mikuchan-000001.safetensors", "mikuchan-000002.safetensors", "mikuchan.safetensors"]
+    assert sorted(p.name for p in output.glob("*.safetensors")) == [
+        "mikuchan-000001.safetensors",
+        "mikuchan-000002.safetensors",
+        "mikuchan.safetensors",
+    ]
     assert len(list((output / "sample").glob("mikuchan_e000000_*_1234.png"))) == 1  # sample_at_first
     assert len(progress.samples) == 4 * 5
     saved = json.loads((run_dir / "progress.json").read_text())
@@ -286,23 +387,37 @@ def test_full_run_sd15(inputs: Dict[str, Path], tmp_path: Path, double_env: None
     log = (run_dir / "train.log").read_text(encoding="utf-8")
     assert "running training / 学習開始" in log and "steps:" in log and "model saved." in log
     command = (run_dir / "command.txt").read_text()
-    assert command.split()[1:] == [str(th.SD_SCRIPTS_DOUBLE.resolve() / "train_network.py"), "--config_file", str(run_dir.resolve() / "config.toml")]
+    assert command.split()[1:] == [
+        str(th.SD_SCRIPTS_DOUBLE.resolve() / "train_network.py"),
+        "--config_file",
+        str(run_dir.resolve() / "config.toml"),
+    ]
     notes = capsys.readouterr().err
     assert "epoch 2/3" in notes and "saved mikuchan-000001.safetensors (epoch 1)" in notes and "done:" in notes
 
 
-def test_full_run_sdxl(inputs: Dict[str, Path], tmp_path: Path, double_env: None) -> None:
-    run_dir = make_run(inputs, tmp_path / "xl", preset="sdxl-style-r4", epochs=2, extra=["--set", "dataset.resolution=512", "--set", "dataset.min_bucket_reso=256"])
+def test_full_run_sdxl(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
+    run_dir = make_run(
+        inputs,
+        tmp_path / "xl",
+        preset="sdxl-style-r4",
+        epochs=2,
+        extra=["--set", "dataset.resolution=512", "--set", "dataset.min_bucket_reso=256"],
+    )
     progress = train(run_dir, LaunchOptions(**QUIET))
     assert progress.state == "finished" and progress.total_epochs == 2
     assert "sdxl_train_network.py" in (run_dir / "command.txt").read_text()
-    from trainer.safetensors_header import read_metadata
+    from vidstyle.safetensors_header import read_metadata
 
     meta = read_metadata(run_dir / "output" / "mikuchan.safetensors")
-    assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_network_dim"] == "4" and meta["ss_epoch"] == "2"
+    assert (
+        meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_network_dim"] == "4" and meta["ss_epoch"] == "2"
+    )
 
 
-def test_nan_loss_stops_the_run_early(inputs: Dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_the_run_early(
+    inputs: dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir = make_run(inputs, tmp_path / "nan", epochs=4)
     monkeypatch.setenv("SD_DOUBLE_NAN_AT_STEP", "5")
     monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.05")  # long enough that stopping early is visible
@@ -314,7 +429,9 @@ def test_nan_loss_stops_the_run_early(inputs: Dict[str, Path], tmp_path: Path, d
     assert "mikuchan.safetensors" not in [p.name for p in (run_dir / "output").glob("*.safetensors")]
 
 
-def test_exploding_loss_stops_the_run_early(inputs: Dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exploding_loss_stops_the_run_early(
+    inputs: dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir = make_run(inputs, tmp_path / "boom", epochs=10)
     monkeypatch.setenv("SD_DOUBLE_EXPLODE_AT_STEP", "24")  # after the guard's 20-step warm-up
     monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.03")
@@ -325,8 +442,13 @@ def test_exploding_loss_stops_the_run_early(inputs: Dict[str, Path], tmp_path: P
     assert progress is not None and progress.step < progress.total_steps
 
 
-def test_crash_exits_with_last_lines_and_a_hint(inputs: Dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_crash_exits_with_last_lines_and_a_hint(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    double_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     run_dir = make_run(inputs, tmp_path / "oom")
     monkeypatch.setenv("SD_DOUBLE_CRASH_AT_STEP", "6")
     assert commands.main(["train", str(run_dir), "--no-progress-bar"]) == TrainingError.exit_code
@@ -336,7 +458,7 @@ def test_crash_exits_with_last_lines_and_a_hint(inputs: Dict[str, Path], tmp_pat
     assert read_progress(run_dir).state == "failed"  # type: ignore[union-attr]
 
 
-def test_model_missing_before_launch(inputs: Dict[str, Path], tmp_path: Path, double_env: None) -> None:
+def test_model_missing_before_launch(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
     model = tmp_path / "gone.safetensors"
     th.write_safetensors_header(model, th.SD15_KEYS)
     run_dir = tmp_path / "gone"
@@ -346,7 +468,7 @@ def test_model_missing_before_launch(inputs: Dict[str, Path], tmp_path: Path, do
         train(run_dir, LaunchOptions(**QUIET))
 
 
-def test_model_missing_in_sd_scripts_gets_a_hint(inputs: Dict[str, Path], tmp_path: Path, double_env: None) -> None:
+def test_model_missing_in_sd_scripts_gets_a_hint(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
     run_dir = make_run(inputs, tmp_path / "hub", extra=[])
     config = run_dir / "config.toml"
     config.write_text(config.read_text().replace(str(inputs["sd15"].resolve()), "nobody/no-such-model"))
@@ -354,7 +476,7 @@ def test_model_missing_in_sd_scripts_gets_a_hint(inputs: Dict[str, Path], tmp_pa
         train(run_dir, LaunchOptions(**QUIET))
 
 
-def test_existing_loras_need_resume_or_restart(inputs: Dict[str, Path], tmp_path: Path, double_env: None) -> None:
+def test_existing_loras_need_resume_or_restart(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
     run_dir = make_run(inputs, tmp_path / "twice", epochs=2)
     train(run_dir, LaunchOptions(**QUIET))
     with pytest.raises(UserInputError, match="--resume.*--restart"):
@@ -362,13 +484,15 @@ def test_existing_loras_need_resume_or_restart(inputs: Dict[str, Path], tmp_path
     assert train(run_dir, LaunchOptions(restart=True, **QUIET)).state == "finished"
 
 
-def test_resume_without_state_is_refused(inputs: Dict[str, Path], tmp_path: Path, double_env: None) -> None:
+def test_resume_without_state_is_refused(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
     run_dir = make_run(inputs, tmp_path / "nostate")
     with pytest.raises(UserInputError, match="Nothing to resume"):
         train(run_dir, LaunchOptions(resume=True, **QUIET))
 
 
-def test_resume_continues_after_a_crash(inputs: Dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_continues_after_a_crash(
+    inputs: dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir = make_run(inputs, tmp_path / "resume", epochs=4)
     monkeypatch.setenv("SD_DOUBLE_CRASH_AT_STEP", "10")  # in epoch 3, after epoch 2's state was saved
     with pytest.raises(TrainingError):
@@ -380,17 +504,23 @@ def test_resume_continues_after_a_crash(inputs: Dict[str, Path], tmp_path: Path,
     assert progress.state == "finished" and (progress.step, progress.total_steps) == (16, 16)
     assert "--resume " + str(state) in (run_dir / "command.txt").read_text()
     assert [c["epoch"] for c in progress.checkpoints] == [1, 2, 3, 4]  # kept from the first launch, then continued
-    assert all(s1 < s2 for (s1, _), (s2, _) in zip(progress.loss_history, progress.loss_history[1:]))
+    assert all(s1 < s2 for (s1, _), (s2, _) in zip(progress.loss_history, progress.loss_history[1:], strict=False))
     log = (run_dir / "train.log").read_text(encoding="utf-8")
     assert log.count("==== vidstyle launch") == 2 and "load train state from" in log
 
 
-def test_ctrl_c_stops_the_trainer_cleanly(inputs: Dict[str, Path], tmp_path: Path, double_env: None) -> None:
+def test_ctrl_c_stops_the_trainer_cleanly(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
     run_dir = make_run(inputs, tmp_path / "ctrlc", epochs=50)
     env = dict(os.environ, SD_DOUBLE_STEP_SECONDS="0.05", PYTHONPATH=str(ROOT))
     driver = "import sys; from trainer.commands import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", driver, "train", str(run_dir), "--no-progress-bar"], env=env, cwd=str(ROOT),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", driver, "train", str(run_dir), "--no-progress-bar"],
+        env=env,
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         progress = None
         for _ in range(600):
@@ -416,7 +546,10 @@ def test_ctrl_c_stops_the_trainer_cleanly(inputs: Dict[str, Path], tmp_path: Pat
 def test_stop_reaches_the_whole_process_group(tmp_path: Path) -> None:
     from trainer.launch import Trainer
 
-    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('up', flush=True); time.sleep(60)"
+    script = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('up', flush=True); time.sleep(60)"
+    )
     trainer = Trainer([sys.executable, "-c", script], tmp_path, dict(os.environ))
     seen = b""
     while b"up" not in seen:
@@ -445,10 +578,18 @@ def test_setup_refuses_a_non_empty_foreign_folder(tmp_path: Path) -> None:
     assert clone_command(Path("/x"))[:6] == ["git", "clone", "--depth", "1", "--branch", "v0.10.1"]
 
 
-def test_latest_state_picks_the_newest_of_this_runs_state_folders(inputs: Dict[str, Path], tmp_path: Path) -> None:
+def test_latest_state_picks_the_newest_of_this_runs_state_folders(inputs: dict[str, Path], tmp_path: Path) -> None:
     run_dir = make_run(inputs, tmp_path / "states")
     output = run_dir / "output"
-    for offset, name in enumerate(["mikuchan-000001-state", "mikuchan-step00000100-state", "mikuchan-000003-state", "mikuchan-v2-000009-state", "mikuchan-notes"]):
+    for offset, name in enumerate(
+        [
+            "mikuchan-000001-state",
+            "mikuchan-step00000100-state",
+            "mikuchan-000003-state",
+            "mikuchan-v2-000009-state",
+            "mikuchan-notes",
+        ]
+    ):
         (output / name).mkdir(parents=True)
         os.utime(output / name, (1_000_000 + offset, 1_000_000 + offset))
     assert latest_state(load_run(run_dir)).name == "mikuchan-000003-state"  # type: ignore[union-attr]

@@ -5,14 +5,15 @@ a chosen epoch into a WebUI folder with its Lora card files."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
+import train_helpers as th  # tests/train_helpers.py
 from PIL import Image
 
-import train_helpers as th  # tests/train_helpers.py
 from trainer import commands
 from trainer.evidence import gather
 from trainer.install import install_lora
@@ -35,16 +36,24 @@ def run_dir(tmp_path: Path) -> Path:
     return out
 
 
-def fake_training(run_dir: Path, val: List[float] = VAL, events: bool = True, final_epoch: int = EPOCHS) -> None:
+def fake_training(run_dir: Path, val: list[float] = VAL, events: bool = True, final_epoch: int = EPOCHS) -> None:
     """What sd-scripts leaves behind: LoRA files, samples, TensorBoard events (in its layout)."""
     output = run_dir / "output"
     output.mkdir(exist_ok=True)
     for epoch in range(1, final_epoch):
-        th.write_safetensors_header(output / f"mikuchan-{epoch:06d}.safetensors", ["lora_unet_x.lora_down.weight"], {"ss_epoch": str(epoch)})
-    th.write_safetensors_header(output / "mikuchan.safetensors", ["lora_unet_x.lora_down.weight"], {"ss_epoch": str(final_epoch)})
+        th.write_safetensors_header(
+            output / f"mikuchan-{epoch:06d}.safetensors", ["lora_unet_x.lora_down.weight"], {"ss_epoch": str(epoch)}
+        )
+    th.write_safetensors_header(
+        output / "mikuchan.safetensors", ["lora_unet_x.lora_down.weight"], {"ss_epoch": str(final_epoch)}
+    )
     for epoch in range(0, final_epoch + 1):
         for index in range(PROMPTS):
-            th.write_sample(output / "sample", th.sample_name("mikuchan", epoch, index, seed=1234 + index), (40 * epoch, 30 * index, 90))
+            th.write_sample(
+                output / "sample",
+                th.sample_name("mikuchan", epoch, index, seed=1234 + index),
+                (40 * epoch, 30 * index, 90),
+            )
     if events:
         steps = [(s, 0.15 - 0.004 * s) for s in range(1, 17)]
         scalars = {"loss/current": steps, "loss/average": steps, "loss/epoch_average": list(enumerate(TRAIN, start=1))}
@@ -58,8 +67,12 @@ def test_gather_reads_events_files_and_samples(run_dir: Path) -> None:
     ev = gather(load_run(run_dir))
     assert ev.source == "tensorboard"
     assert [r.epoch for r in ev.rows] == [0, 1, 2, 3, 4]
-    assert [r.train_loss for r in ev.rows[1:]] == pytest.approx(TRAIN) and [r.val_loss for r in ev.rows[1:]] == pytest.approx(VAL)
-    assert ev.rows[0].file is None and ev.rows[4].file.name == "mikuchan.safetensors"  # the final save is epoch 4 (ss_epoch)
+    assert [r.train_loss for r in ev.rows[1:]] == pytest.approx(TRAIN) and [
+        r.val_loss for r in ev.rows[1:]
+    ] == pytest.approx(VAL)
+    assert (
+        ev.rows[0].file is None and ev.rows[4].file.name == "mikuchan.safetensors"
+    )  # the final save is epoch 4 (ss_epoch)
     assert all(len(r.samples) == PROMPTS for r in ev.rows)
     assert ev.recommended == 2  # lowest validation loss, not lowest training loss (epoch 4)
     assert len(ev.prompts) == PROMPTS and ev.prompts[0]["prompt"].startswith("mikuchan")
@@ -70,7 +83,9 @@ def test_newest_sample_wins_and_step_samples_are_noted(run_dir: Path) -> None:
     fake_training(run_dir)
     sample = run_dir / "output" / "sample"
     newer = th.write_sample(sample, th.sample_name("mikuchan", 1, 0, stamp="20270101000000", seed=1234), (255, 0, 0))
-    (sample / "mikuchan_000050_00_20260101120000_1234.png").write_bytes(newer.read_bytes())  # sample_every_n_steps style
+    (sample / "mikuchan_000050_00_20260101120000_1234.png").write_bytes(
+        newer.read_bytes()
+    )  # sample_every_n_steps style
     ev = gather(load_run(run_dir))
     assert ev.row(1).samples[0] == newer
     assert any("step-numbered" in n for n in ev.notes)
@@ -95,8 +110,13 @@ def test_report_files_and_the_marked_row(run_dir: Path) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["recommended_epoch"] == 2 and summary["loss_source"] == "tensorboard"
     assert [e["val_loss"] for e in summary["epochs"][1:]] == pytest.approx(VAL)
-    assert [e["file"] for e in summary["epochs"]] == [None, "mikuchan-000001.safetensors", "mikuchan-000002.safetensors",
-                                                      "mikuchan-000003.safetensors", "mikuchan.safetensors"]  # fmt: skip
+    assert [e["file"] for e in summary["epochs"]] == [
+        None,
+        "mikuchan-000001.safetensors",
+        "mikuchan-000002.safetensors",
+        "mikuchan-000003.safetensors",
+        "mikuchan.safetensors",
+    ]
     markdown = (folder / "summary.md").read_text()
     assert "| 2 **(lowest val)** | 0.1100 | 0.1600 | mikuchan-000002.safetensors | 5 |" in markdown
     page = (folder / "index.html").read_text()
@@ -117,7 +137,9 @@ def test_no_validation_means_no_recommendation(run_dir: Path) -> None:
 def test_losses_fall_back_to_the_parsed_log(run_dir: Path) -> None:
     fake_training(run_dir, events=False)
     progress = {
-        "epochs": {str(e): {"train_loss": t, "val_loss": v} for e, (t, v) in enumerate(zip(TRAIN, VAL), start=1)},
+        "epochs": {
+            str(e): {"train_loss": t, "val_loss": v} for e, (t, v) in enumerate(zip(TRAIN, VAL, strict=False), start=1)
+        },
         "loss_history": [[1, 0.15], [2, "nan"], [3, 0.14]],
     }
     (run_dir / "progress.json").write_text(json.dumps(progress))
@@ -165,8 +187,13 @@ def test_install_writes_the_lora_card(run_dir: Path, webui: Path) -> None:
     written = install_lora(run_dir, "best", webui=webui)
     folder = webui / "models" / "Lora"
     assert written == [folder / "mikuchan.safetensors", folder / "mikuchan.preview.png", folder / "mikuchan.json"]
-    assert (folder / "mikuchan.safetensors").read_bytes() == (run_dir / "output" / "mikuchan-000002.safetensors").read_bytes()
-    with Image.open(folder / "mikuchan.preview.png") as preview, Image.open(gather(load_run(run_dir)).row(2).samples[0]) as sample:
+    assert (folder / "mikuchan.safetensors").read_bytes() == (
+        run_dir / "output" / "mikuchan-000002.safetensors"
+    ).read_bytes()
+    with (
+        Image.open(folder / "mikuchan.preview.png") as preview,
+        Image.open(gather(load_run(run_dir)).row(2).samples[0]) as sample,
+    ):
         assert preview.getpixel((5, 5)) == sample.convert("RGB").getpixel((5, 5))
     card = json.loads((folder / "mikuchan.json").read_text())
     # the keys the WebUI's Lora metadata editor writes (extensions-builtin/Lora/ui_edit_user_metadata.py)
@@ -184,7 +211,9 @@ def test_install_epoch_choices_and_overwrite_rules(run_dir: Path, webui: Path) -
     with pytest.raises(UserInputError, match="already exist.*--force"):
         install_lora(run_dir, "3", webui=webui, name="miku-last")
     install_lora(run_dir, "3", webui=webui, name="miku-last", force=True)
-    assert (folder / "miku-last.safetensors").read_bytes() == (run_dir / "output" / "mikuchan-000003.safetensors").read_bytes()
+    assert (folder / "miku-last.safetensors").read_bytes() == (
+        run_dir / "output" / "mikuchan-000003.safetensors"
+    ).read_bytes()
     with pytest.raises(UserInputError, match="saved epochs: 1, 2, 3, 4"):
         install_lora(run_dir, "9", webui=webui)
     with pytest.raises(UserInputError, match="cannot be a file name"):
@@ -213,3 +242,16 @@ def test_install_command(run_dir: Path, webui: Path, capsys: pytest.CaptureFixtu
     fake_training(run_dir)
     assert commands.main(["install", str(run_dir), "--epoch", "2", "--webui", str(webui)]) == 0
     assert capsys.readouterr().out.count("wrote") == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "umask") or os.name == "nt", reason="POSIX file modes")
+def test_installed_files_get_the_mode_a_plain_open_gives(run_dir: Path, webui: Path) -> None:
+    # the WebUI may run as another user: no 0600 temp-file modes left on what we install
+    fake_training(run_dir)
+    umask = os.umask(0o022)
+    try:
+        written = install_lora(run_dir, "best", webui=webui)
+        assert os.umask(0o022) == 0o022  # installing leaves the process umask alone
+    finally:
+        os.umask(umask)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [0o644] * 3

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import List
 
 import av
+import media  # tests/media.py (pytest puts tests/ on sys.path)
 import numpy as np
 import pytest
 
 from vidstyle import video
 from vidstyle.errors import MediaError, SpecError
+from vidstyle.media.rotation import frame_matrix_rotation
 from vidstyle.spec import SourceSpec
-
-import media  # tests/media.py (pytest puts tests/ on sys.path)
 
 FPS = 30
 
@@ -29,11 +28,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def markers(frames: List[video.SelectedFrame]) -> List[int]:
+def markers(frames: list[video.SelectedFrame]) -> list[int]:
     return [media.read_marker(f.image) for f in frames]
 
 
-def select(path: Path, **spec: object) -> List[video.SelectedFrame]:
+def select(path: Path, **spec: object) -> list[video.SelectedFrame]:
     return list(video.iter_frames(path, SourceSpec(**spec)))
 
 
@@ -84,7 +83,7 @@ def test_probe_rotated_video(tmp_path: Path) -> None:
     assert [media.read_marker(np.rot90(f.image, -1)) for f in frames] == list(range(made.frame_count))
     with av.open(str(made.path)) as container:  # the raw-matrix path older PyAV versions use
         frame = next(container.decode(video=0))
-        assert video._frame_matrix_rotation(frame) == pytest.approx(90.0)
+        assert frame_matrix_rotation(frame) == pytest.approx(90.0)
 
 
 def test_probe_image_folder_natural_order(tmp_path: Path) -> None:
@@ -365,8 +364,14 @@ def test_encode_vfr_source_keeps_sync(clips: dict, tmp_path: Path) -> None:
     selection = video.plan_selection(info, spec)
     out = tmp_path / "vfr_out.mp4"
     frames = (f.image for f in video.iter_frames(made.path, spec, info))
-    video.encode_video(frames, out, selection.rate, audio_from=made.path, audio_start=selection.start_time,
-                       audio_end=selection.end_time)
+    video.encode_video(
+        frames,
+        out,
+        selection.rate,
+        audio_from=made.path,
+        audio_start=selection.start_time,
+        audio_end=selection.end_time,
+    )
     again = video.probe(out)
     assert not again.is_vfr and again.frame_count == selection.frame_count
     flashes, beeps = media.flash_times_in(out), media.beep_times_in(out)
@@ -381,8 +386,9 @@ def test_encode_every_nth_keeps_audio_length(clips: dict, tmp_path: Path) -> Non
     selection = video.plan_selection(info, spec)
     out = tmp_path / "nth.mp4"
     frames = (f.image for f in video.iter_frames(source, spec, info))
-    report = video.encode_video(frames, out, selection.rate, audio_from=source, audio_start=selection.start_time,
-                                audio_end=selection.end_time)
+    report = video.encode_video(
+        frames, out, selection.rate, audio_from=source, audio_start=selection.start_time, audio_end=selection.end_time
+    )
     again = video.probe(out)
     assert again.fps == 10.0 and again.frame_count == 20 == report.frames
     assert abs(media.audio_duration(out) - 2.0) <= 0.1
@@ -390,7 +396,7 @@ def test_encode_every_nth_keeps_audio_length(clips: dict, tmp_path: Path) -> Non
 
 def test_encode_broken_audio_goes_on_without_it(tmp_path: Path) -> None:
     source = _garbage_audio(tmp_path / "bad_audio.mkv")
-    warnings: List[str] = []
+    warnings: list[str] = []
     out = tmp_path / "result.mp4"
     frames = (media.draw_frame(i, i / FPS, (96, 64)) for i in range(15))
     report = video.encode_video(frames, out, FPS, audio_from=source, on_warning=warnings.append)
@@ -437,7 +443,7 @@ def test_encode_png_paths_and_ntsc_rate(tmp_path: Path) -> None:
 
 
 def test_encode_odd_size_is_padded_with_warning(tmp_path: Path) -> None:
-    warnings: List[str] = []
+    warnings: list[str] = []
     frames = [np.full((63, 95, 3), 90, np.uint8) for _ in range(3)]
     report = video.encode_video(frames, tmp_path / "odd.mp4", 24, on_warning=warnings.append)
     assert (report.width, report.height) == (96, 64)

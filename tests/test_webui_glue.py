@@ -15,9 +15,10 @@ import runpy
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def run_extension_file(path: Path, basedir: Path) -> types.ModuleType:
 class WebUI:
     """A WebUI double with two checkpoints, one LoRA, a ControlNet flavor and the img2img scripts."""
 
-    def __init__(self, data: Path, flavor: Optional[str], lora_extension: bool = True) -> None:
+    def __init__(self, data: Path, flavor: str | None, lora_extension: bool = True) -> None:
         from modules import paths_internal, scripts, sd_models, shared
         from modules.processing_scripts.sampler import ScriptSampler
         from modules.processing_scripts.seed import ScriptSeed
@@ -132,7 +133,7 @@ def doubles(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         _extra_factories.pop("webui_local", None)
 
 
-def make_webui(tmp_path: Path, flavor: Optional[str] = MIKUBILL, **kwargs: Any) -> WebUI:
+def make_webui(tmp_path: Path, flavor: str | None = MIKUBILL, **kwargs: Any) -> WebUI:
     data = tmp_path / "webui"
     data.mkdir(exist_ok=True)
     return WebUI(data, flavor, **kwargs)
@@ -171,18 +172,29 @@ def edge_image(size: int = 64, black: bool = False) -> Image.Image:
     return Image.fromarray(edges)
 
 
-def request_for(spec: JobSpec, frame: int = 0, control: Optional[Image.Image] = None) -> Img2ImgRequest:
+def request_for(spec: JobSpec, frame: int = 0, control: Image.Image | None = None) -> Img2ImgRequest:
     init = Image.fromarray(np.tile(np.linspace(40, 200, 64, dtype=np.uint8)[None, :, None], (64, 1, 3)))
     return Img2ImgRequest(
-        frame_index=frame, init_image=init, control_image=control or edge_image(), prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt, checkpoint=spec.model.checkpoint, loras=list(spec.model.loras),
-        controlnet=spec.controlnet, width=spec.size.width, height=spec.size.height, denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps, cfg_scale=spec.sampling.cfg_scale, sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler, seed=spec.sampling.seed,
+        frame_index=frame,
+        init_image=init,
+        control_image=control or edge_image(),
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        checkpoint=spec.model.checkpoint,
+        loras=list(spec.model.loras),
+        controlnet=spec.controlnet,
+        width=spec.size.width,
+        height=spec.size.height,
+        denoise=spec.sampling.denoise,
+        steps=spec.sampling.steps,
+        cfg_scale=spec.sampling.cfg_scale,
+        sampler=spec.sampling.sampler,
+        scheduler=spec.sampling.scheduler,
+        seed=spec.sampling.seed,
     )
 
 
-def backend_for(spec: JobSpec, statuses: Optional[List[str]] = None) -> Any:
+def backend_for(spec: JobSpec, statuses: list[str] | None = None) -> Any:
     from vidstyle.backends.webui_local import create
 
     backend = create(spec, statuses.append if statuses is not None else None)
@@ -191,7 +203,9 @@ def backend_for(spec: JobSpec, statuses: Optional[List[str]] = None) -> Any:
 
 
 def markdown_of(blocks: Any) -> str:
-    return "\n".join(str(getattr(block, "value", "")) for block in blocks.blocks.values() if type(block).__name__ == "Markdown")
+    return "\n".join(
+        str(getattr(block, "value", "")) for block in blocks.blocks.values() if type(block).__name__ == "Markdown"
+    )
 
 
 # -- the WebUI entry (scripts/vidstyle.py) ---------------------------------------------------------
@@ -218,7 +232,17 @@ def test_settings_section(webui: WebUI) -> None:
     script_callbacks.ui_settings_callback()
     labels = shared.opts.data_labels
     ours = {key: info for key, info in labels.items() if key.startswith("vidstyle_")}
-    assert set(ours) == {"vidstyle_output_dir", "vidstyle_default_preset", "vidstyle_gallery_size", "vidstyle_keep_intermediate"}
+    assert set(ours) == {
+        "vidstyle_output_dir",
+        "vidstyle_default_preset",
+        "vidstyle_gallery_size",
+        "vidstyle_keep_intermediate",
+        "vidstyle_api_backends",
+        "vidstyle_api_webui_urls",
+        "vidstyle_api_max_upload_mb",
+        "vidstyle_api_max_queued_jobs",
+        "vidstyle_api_max_job_megapixels",
+    }
     assert shared.opts.vidstyle_keep_intermediate is True
     assert {info.section for info in ours.values()} == {("vidstyle", "Video Stylize")}
     assert shared.opts.vidstyle_output_dir == "outputs/vidstyle"
@@ -278,8 +302,13 @@ def test_missing_package_shows_what_to_do_in_the_tab(tmp_path: Path) -> None:
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", MISSING_AV_DRIVER, str(DOUBLES), str(REPO), str(tmp_path), str(SCRIPT)],
-                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING_AV_DRIVER, str(DOUBLES), str(REPO), str(tmp_path), str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["tabs"] == [["Video Stylize", "vidstyle"]]
@@ -319,7 +348,6 @@ def test_missing_controlnet_shows_what_to_do_in_the_tab(doubles: None, tmp_path:
 def test_api_routes_use_the_webui_api_auth(webui: WebUI) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-
     from modules import errors, script_callbacks, shared
 
     webui.load_glue()
@@ -339,7 +367,6 @@ def test_api_routes_use_the_webui_api_auth(webui: WebUI) -> None:
 def test_api_routes_follow_the_webui_api_flag(webui: WebUI) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-
     from modules import script_callbacks, shared
 
     webui.load_glue()
@@ -360,8 +387,6 @@ def test_allowed_roots_are_the_webui_folders(webui: WebUI, tmp_path: Path) -> No
     shared.cmd_opts.gradio_allowed_path = [str(webui.data), str(videos)]
     jobs = webui.data / "outputs" / "vidstyle"
     assert glue.allowed_roots(jobs) == [webui.data.resolve(), jobs.resolve(), videos.resolve()]
-    assert glue.api_credentials("a:1,b:2:3") == {"a": "1", "b": "2:3"}
-    assert glue.api_credentials(None) == {}
 
 
 def test_a_job_renders_in_process_through_the_manager(webui: WebUI, demo_clip: Path) -> None:
@@ -402,7 +427,7 @@ def test_frame_renders_with_the_controlnet_unit(doubles: None, tmp_path: Path, f
     assert p.prompt == spec.prompt + " <lora:zhongli:0.8>"
     assert p.override_settings == {"sd_model_checkpoint": webui.anything.title}
     assert p.do_not_save_samples and p.do_not_save_grid and p.denoising_strength == 0.6
-    slots = p.script_args[webui.cn_script.args_from:webui.cn_script.args_to]
+    slots = p.script_args[webui.cn_script.args_from : webui.cn_script.args_to]
     assert len(slots) == 3 and [u.enabled for u in slots] == [True, False, False]
     (unit,) = p._controlnet_units
     assert unit.model == webui.cn_model
@@ -425,11 +450,20 @@ def test_frame_renders_with_the_controlnet_unit(doubles: None, tmp_path: Path, f
     assert shared.total_tqdm._clears == 1
 
 
+def test_an_empty_prompt_sends_the_lora_tag_without_a_leading_space(webui: WebUI) -> None:
+    from modules import processing
+
+    spec = job_spec(prompt="")
+    backend_for(spec).img2img(request_for(spec))
+    assert processing._runs[-1].prompt == "<lora:zhongli:0.8>"  # as the HTTP backend sends it
+
+
 def test_server_preprocessor_sends_the_source_frame_with_thresholds(webui: WebUI) -> None:
     from modules import processing
 
-    spec = job_spec(**{"controlnet.preprocessor": "server", "controlnet.low_threshold": 50,
-                       "controlnet.high_threshold": 150})
+    spec = job_spec(
+        **{"controlnet.preprocessor": "server", "controlnet.low_threshold": 50, "controlnet.high_threshold": 150}
+    )
     request = request_for(spec)
     backend_for(spec).img2img(request)
     (unit,) = processing._runs[-1]._controlnet_units
@@ -449,15 +483,22 @@ def test_controlnet_off_disables_every_unit(webui: WebUI) -> None:
     from modules import processing
 
     webui.cn_script.controls[0].value = sys.modules["scripts.external_code"].ControlNetUnit(
-        enabled=True, module="none", image=np.zeros((8, 8, 3), np.uint8))  # the user's tab default enables unit 0
+        enabled=True, module="none", image=np.zeros((8, 8, 3), np.uint8)
+    )  # the user's tab default enables unit 0
     spec = job_spec(**{"controlnet.enabled": False})
     backend_for(spec).img2img(request_for(spec))
     assert processing._runs[-1]._controlnet_units == []
 
 
 def test_preflight_names_every_missing_model(webui: WebUI) -> None:
-    spec = job_spec(**{"model.checkpoint": "nope", "model.loras": [{"name": "ghost", "weight": 1}],
-                       "controlnet.model": "control_missing", "sampling.sampler": "Heun 9000"})
+    spec = job_spec(
+        **{
+            "model.checkpoint": "nope",
+            "model.loras": [{"name": "ghost", "weight": 1}],
+            "controlnet.model": "control_missing",
+            "sampling.sampler": "Heun 9000",
+        }
+    )
     with pytest.raises(PreflightError) as caught:
         backend_for(spec)
     text = str(caught.value)
@@ -510,10 +551,11 @@ def test_backend_interrupt_touches_the_webui_only_while_its_frame_runs(webui: We
 def test_skip_renders_the_frame_again(webui: WebUI) -> None:
     from modules import processing, shared
 
-    runs: List[int] = []
+    runs: list[int] = []
     processing._step_hooks.append(
-        lambda p, step: (runs.append(id(p)), shared.state.skip()) if step == 1 and not runs else None)
-    statuses: List[str] = []
+        lambda p, step: (runs.append(id(p)), shared.state.skip()) if step == 1 and not runs else None
+    )
+    statuses: list[str] = []
     spec = job_spec()
     result = backend_for(spec, statuses).img2img(request_for(spec, frame=7))
     assert len(processing._runs) == 2
@@ -539,7 +581,7 @@ def test_frames_wait_for_the_webui_queue(webui: WebUI) -> None:
 
     spec = job_spec()
     backend = backend_for(spec)
-    results: List[Any] = []
+    results: list[Any] = []
     with call_queue.queue_lock:  # the txt2img tab is generating
         worker = threading.Thread(target=lambda: results.append(backend.img2img(request_for(spec))))
         worker.start()
@@ -592,7 +634,9 @@ def test_installer_adds_only_missing_packages_and_is_idempotent(doubles: None) -
     assert run_installer() == ""
     wanted = [dep.pip_spec for dep in needed() if dep.import_name != "av"]
     assert launch._pip_calls == [f'"{launch.python}" -m pip install "{spec}" --prefer-binary' for spec in wanted]
-    assert all(name not in " ".join(launch._pip_calls) for name in ("torch", "gradio", "diffusers", "pydantic", "numpy"))
+    assert all(
+        name not in " ".join(launch._pip_calls) for name in ("torch", "gradio", "diffusers", "pydantic", "numpy")
+    )
     launch._pip_calls.clear()
     assert run_installer() == ""
     assert launch._pip_calls == []  # second start: nothing to do

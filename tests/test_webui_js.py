@@ -9,19 +9,28 @@ the current tab's `*_generate` button. Chromium is Debian's, driven by Playwrigh
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+    ),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="needs the playwright Python package"),
 ]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCRIPT = Path(__file__).resolve().parent.parent / "javascript" / "vidstyle.js"
 
 PAGE = """<!doctype html>
@@ -41,7 +50,9 @@ PAGE = """<!doctype html>
   var uiLoadedCallbacks = [];
   function gradioApp() { return document.getElementsByTagName('gradio-app')[0]; }
   function onUiLoaded(callback) { uiLoadedCallbacks.push(callback); }
-  function currentTab() { return gradioApp().querySelector('#tabs > .tabitem[id^=tab_]:not([style*="display: none"])'); }
+  function currentTab() {
+    return gradioApp().querySelector('#tabs > .tabitem[id^=tab_]:not([style*="display: none"])');
+  }
   document.addEventListener('keydown', function(e) {  // stands in for the WebUI's Ctrl+Enter handler
     if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
       window.webuiHandled += 1;
@@ -55,14 +66,17 @@ PAGE = """<!doctype html>
 
 
 def add_frames(page: Any, count: int) -> None:
-    page.evaluate("""count => {
+    page.evaluate(
+        """count => {
         const wrap = document.querySelector('#vidstyle_gallery .grid-wrap');
         for (let i = 0; i < count; i++) {
             const item = document.createElement('div');
             item.style.height = '40px';
             wrap.appendChild(item);
         }
-    }""", count)
+    }""",
+        count,
+    )
 
 
 def scroll_state(page: Any) -> Any:
@@ -103,13 +117,17 @@ def test_ctrl_enter_renders_in_the_video_stylize_tab_only(page: Any) -> None:
 
 def test_gallery_follows_the_newest_frame_until_the_user_scrolls_back(page: Any) -> None:
     add_frames(page, 10)
-    page.wait_for_function("() => { const w = document.querySelector('#vidstyle_gallery .grid-wrap');"
-                           " return w.scrollHeight > w.clientHeight && w.scrollTop > 0; }")
+    page.wait_for_function(
+        "() => { const w = document.querySelector('#vidstyle_gallery .grid-wrap');"
+        " return w.scrollHeight > w.clientHeight && w.scrollTop > 0; }"
+    )
     state = scroll_state(page)
     assert state["top"] == state["bottom"]
     add_frames(page, 5)
-    page.wait_for_function("() => { const w = document.querySelector('#vidstyle_gallery .grid-wrap');"
-                           " return w.scrollTop === w.scrollHeight - w.clientHeight; }")
+    page.wait_for_function(
+        "() => { const w = document.querySelector('#vidstyle_gallery .grid-wrap');"
+        " return w.scrollTop === w.scrollHeight - w.clientHeight; }"
+    )
     page.evaluate("""() => new Promise(done => {  // the user scrolls back; resolves once the page saw it
         const wrap = document.querySelector('#vidstyle_gallery .grid-wrap');
         wrap.addEventListener('scroll', () => done(), {once: true});

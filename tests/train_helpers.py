@@ -7,20 +7,23 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
 SD_SCRIPTS_DOUBLE = Path(__file__).resolve().parent / "doubles" / "sd_scripts_double"
 
-SD15_KEYS = ("cond_stage_model.transformer.text_model.embeddings.position_ids", "model.diffusion_model.input_blocks.0.0.weight")
+SD15_KEYS = (
+    "cond_stage_model.transformer.text_model.embeddings.position_ids",
+    "model.diffusion_model.input_blocks.0.0.weight",
+)
 SDXL_KEYS = ("conditioner.embedders.1.model.ln_final.weight", "model.diffusion_model.input_blocks.0.0.weight")
 
 
-def write_safetensors_header(path: Path, names: Iterable[str], metadata: Optional[Dict[str, str]] = None) -> Path:
+def write_safetensors_header(path: Path, names: Iterable[str], metadata: dict[str, str] | None = None) -> Path:
     """A file with a valid .safetensors header (2-byte tensors): enough for family detection."""
-    header: Dict[str, object] = {}
+    header: dict[str, object] = {}
     offset = 0
     for name in names:
         header[name] = {"dtype": "F16", "shape": [1], "data_offsets": [offset, offset + 2]}
@@ -41,7 +44,7 @@ def make_dataset(
     repeats: int = 5,
     train: int = 4,
     val: int = 2,
-    prep: Optional[dict] = None,
+    prep: dict | None = None,
     captions: bool = True,
 ) -> Path:
     """DATASET/img/N_name/*.png+.txt, DATASET/val/*.png+.txt, DATASET/prep.json (prep's layout)."""
@@ -55,21 +58,25 @@ def make_dataset(
         (folder / "val").mkdir()
         for i in range(val):
             Image.new("RGB", (64, 80), (200, 60 * i % 255, 30)).save(folder / "val" / f"val_{i:02d}.png")
-            (folder / "val" / f"val_{i:02d}.txt").write_text(f"{name}, 1girl, sitting, chair --oops, held {i}", encoding="utf-8")
+            (folder / "val" / f"val_{i:02d}.txt").write_text(
+                f"{name}, 1girl, sitting, chair --oops, held {i}", encoding="utf-8"
+            )
     if prep is not False:
-        data = prep if prep is not None else {"options": {"name": name}, "dataset": {"trigger": name, "resolution": 512}}
+        data = (
+            prep if prep is not None else {"options": {"name": name}, "dataset": {"trigger": name, "resolution": 512}}
+        )
         (folder / "prep.json").write_text(json.dumps(data), encoding="utf-8")
     return folder
 
 
-def config_argv(dataset: Path, model: Path, out: Path, *presets: str, extra: Sequence[str] = ()) -> List[str]:
+def config_argv(dataset: Path, model: Path, out: Path, *presets: str, extra: Sequence[str] = ()) -> list[str]:
     argv = ["config", "--dataset", str(dataset), "--model", str(model), "--out", str(out)]
     for preset in presets or ("sd15-character",):
         argv += ["--preset", preset]
     return argv + list(extra)
 
 
-def write_events(folder: Path, steps: Dict[str, Sequence[Tuple[int, float]]], wall_time: Optional[float] = None) -> Path:
+def write_events(folder: Path, steps: dict[str, Sequence[tuple[int, float]]], wall_time: float | None = None) -> Path:
     """TensorBoard scalar events as accelerate's tracker writes them (Summary.Value simple_value)."""
     import pytest
 
@@ -88,12 +95,14 @@ def write_events(folder: Path, steps: Dict[str, Sequence[Tuple[int, float]]], wa
     return folder
 
 
-def sample_name(output_name: str, epoch: int, index: int, stamp: str = "20260101120000", seed: Optional[int] = 1234) -> str:
+def sample_name(
+    output_name: str, epoch: int, index: int, stamp: str = "20260101120000", seed: int | None = 1234
+) -> str:
     """sd-scripts' sample file name: {name}_e{epoch:06d}_{index:02d}_{YYYYmmddHHMMSS}_{seed}.png"""
     return f"{output_name}_e{epoch:06d}_{index:02d}_{stamp}" + (f"_{seed}" if seed is not None else "") + ".png"
 
 
-def write_sample(folder: Path, name: str, color: Tuple[int, int, int], size: int = 48) -> Path:
+def write_sample(folder: Path, name: str, color: tuple[int, int, int], size: int = 48) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (size, size), color).save(folder / name)
     return folder / name

@@ -7,14 +7,13 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
 
-def scene(seed: int, size: Tuple[int, int] = (256, 256)) -> np.ndarray:
+def scene(seed: int, size: tuple[int, int] = (256, 256)) -> np.ndarray:
     """A colourful, sharp picture (circles and black lines on white); each seed differs."""
     width, height = size
     rng = np.random.default_rng(seed)
@@ -51,7 +50,7 @@ def small_edit(rgb: np.ndarray, scale: float = 0.75) -> np.ndarray:
     return np.asarray(image)
 
 
-def transparent_png(path: Path, size: Tuple[int, int] = (256, 256)) -> Path:
+def transparent_png(path: Path, size: tuple[int, int] = (256, 256)) -> Path:
     """Opaque coloured shapes in the middle, fully transparent corners (a model screenshot)."""
     width, height = size
     rgba = np.zeros((height, width, 4), np.uint8)
@@ -79,7 +78,7 @@ def exif_rotated_jpeg(path: Path, upright: np.ndarray, orientation: int = 6) -> 
     return path
 
 
-def truncated_jpeg(path: Path, rgb: Optional[np.ndarray] = None) -> Path:
+def truncated_jpeg(path: Path, rgb: np.ndarray | None = None) -> Path:
     from io import BytesIO
 
     buffer = BytesIO()
@@ -104,7 +103,7 @@ def bomb_png(path: Path, width: int = 50000, height: int = 50000) -> Path:
     return path
 
 
-def grace_hopper() -> Optional[np.ndarray]:
+def grace_hopper() -> np.ndarray | None:
     """A real frontal face photo that ships with matplotlib (None if this install lacks it)."""
     try:
         import matplotlib
@@ -117,11 +116,128 @@ def grace_hopper() -> Optional[np.ndarray]:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def tree_hashes(folder: Path) -> Dict[str, Tuple[str, int]]:
+def tree_hashes(folder: Path) -> dict[str, tuple[str, int]]:
     """{relative path: (sha256, mtime_ns)} of every file under `folder`."""
     result = {}
     for dirpath, _, names in os.walk(folder):
         for name in names:
             path = Path(dirpath, name)
-            result[path.relative_to(folder).as_posix()] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+            result[path.relative_to(folder).as_posix()] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                path.stat().st_mtime_ns,
+            )
     return result
+
+
+# --------------------------------------------------------------------------- sharp and blurred art
+# The blur filter's test set: clean pictures of the kinds people train on, and Gaussian-blurred
+# copies. Shapes are drawn at twice the size with anti-aliasing and reduced with INTER_AREA, as
+# an artist's export would be.
+
+
+def cel_shaded(seed: int, size: int = 512) -> np.ndarray:
+    """Flat fills, a flat shadow tone per shape and dark outlines (anime cel shading)."""
+    rng = np.random.default_rng(seed)
+    big = size * 2
+    image = np.full((big, big, 3), tuple(int(c) for c in rng.integers(150, 256, 3)), np.uint8)
+    for _ in range(int(rng.integers(2, 7))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        centre = (int(rng.integers(big // 5, 4 * big // 5)), int(rng.integers(big // 5, 4 * big // 5)))
+        axes = (int(rng.integers(big // 12, big // 3)), int(rng.integers(big // 12, big // 3)))
+        cv2.ellipse(image, centre, axes, float(rng.integers(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
+        shadow = tuple(int(v * 0.7) for v in colour)
+        cv2.ellipse(
+            image,
+            (centre[0] + axes[0] // 3, centre[1] + axes[1] // 3),
+            (axes[0] // 2, axes[1] // 2),
+            0,
+            0,
+            360,
+            shadow,
+            -1,
+            cv2.LINE_AA,
+        )
+        cv2.ellipse(image, centre, axes, 0, 0, 360, (20, 20, 20), int(rng.integers(2, 7)), cv2.LINE_AA)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def pastel_line_art(seed: int, size: int = 512) -> np.ndarray:
+    """One or two big pale shapes with thin coloured outlines on a pale ground: mostly flat,
+    low contrast, the kind of clean art a Laplacian-variance filter calls blurry."""
+    rng = np.random.default_rng(seed)
+    big = size * 2
+    image = np.full((big, big, 3), tuple(int(c) for c in rng.integers(200, 256, 3)), np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        fill = tuple(int(c) for c in rng.integers(170, 240, 3))
+        line = tuple(max(0, v - int(rng.integers(30, 70))) for v in fill)
+        centre = (int(rng.integers(big // 3, 2 * big // 3)), int(rng.integers(big // 3, 2 * big // 3)))
+        axes = (int(rng.integers(big // 6, big // 3)), int(rng.integers(big // 6, big // 3)))
+        cv2.ellipse(image, centre, axes, float(rng.integers(0, 180)), 0, 360, fill, -1, cv2.LINE_AA)
+        cv2.ellipse(image, centre, axes, 0, 0, 360, line, 2, cv2.LINE_AA)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def painted(seed: int, size: int = 512) -> np.ndarray:
+    """A soft painting: gradient sky, soft glows, forms with crisp silhouettes and gradient
+    shading but no outlines, and brush strokes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    angle = rng.uniform(0, 2 * np.pi)
+    t = x * np.cos(angle) + y * np.sin(angle)
+    t = (t - t.min()) / (t.max() - t.min() + 1e-9)
+    image = rng.uniform(0, 255, 3) * t[..., None] + rng.uniform(0, 255, 3) * (1 - t[..., None])
+    for _ in range(int(rng.integers(2, 4))):
+        cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.3)
+        glow = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r)) * rng.uniform(0.2, 0.5)
+        image = image * (1 - glow[..., None]) + rng.uniform(0, 255, 3) * glow[..., None]
+    for _ in range(int(rng.integers(2, 5))):
+        cx, cy, r = rng.uniform(0.25, 0.75), rng.uniform(0.25, 0.75), rng.uniform(0.08, 0.22)
+        inside = np.clip((r - np.hypot((x - cx) / rng.uniform(0.6, 1.4), y - cy)) * size / 1.2, 0, 1)
+        shade = np.clip(1 - np.hypot(x - cx + r / 2, y - cy + r / 2) / (2 * r), 0.35, 1)
+        image = image * (1 - inside[..., None]) + rng.uniform(80, 255, 3) * shade[..., None] * inside[..., None]
+    strokes = np.zeros((size, size), np.float32)
+    for _ in range(int(rng.integers(20, 60))):
+        start = rng.integers(0, size, 2)
+        end = start + rng.integers(-60, 60, 2)
+        cv2.line(
+            strokes,
+            tuple(int(v) for v in start),
+            tuple(int(v) for v in end),
+            float(rng.uniform(-25, 25)),
+            int(rng.integers(3, 9)),
+            cv2.LINE_AA,
+        )
+    image = image + cv2.GaussianBlur(strokes, (0, 0), 0.7)[..., None]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def photographic(seed: int, size: int = 512) -> np.ndarray:
+    """1/f noise (the spectrum of natural photos), a few solid objects and sensor noise."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :]
+    amplitude = 1 / np.maximum(np.hypot(fy, fx), 1 / size)
+    image = np.zeros((size, size, 3))
+    for channel in range(3):
+        noise = np.real(np.fft.ifft2(amplitude * np.exp(2j * np.pi * rng.random((size, size)))))
+        image[..., channel] = 128 + 40 * (noise - noise.mean()) / noise.std()
+    for _ in range(4):
+        corner = (int(rng.integers(50, size - 52)), int(rng.integers(50, size - 52)))
+        far = (corner[0] + int(rng.integers(30, 150)), corner[1] + int(rng.integers(30, 150)))
+        cv2.rectangle(image, corner, far, tuple(float(v) for v in rng.uniform(0, 255, 3)), -1)
+    image += rng.normal(0, 3, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+ART_KINDS = {"cel": cel_shaded, "pastel": pastel_line_art, "painted": painted, "photo": photographic}
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int = 75) -> np.ndarray:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def gaussian_blurred(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(rgb, (0, 0), sigma)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Dict, Iterable, List, Tuple
+from collections.abc import Iterable
 
-Size = Tuple[int, int]
+Size = tuple[int, int]
 
 DEFAULT_MIN_RESO = 256
 DEFAULT_STEPS = 64
@@ -24,7 +24,9 @@ def default_max_reso(resolution: int) -> int:
     return max(1024, 2 * resolution)
 
 
-def bucket_sizes(resolution: int, min_reso: int = DEFAULT_MIN_RESO, max_reso: int = 1024, steps: int = DEFAULT_STEPS) -> List[Size]:
+def bucket_sizes(
+    resolution: int, min_reso: int = DEFAULT_MIN_RESO, max_reso: int = 1024, steps: int = DEFAULT_STEPS
+) -> list[Size]:
     area = resolution * resolution
     square = int(math.sqrt(area) // steps) * steps
     sizes = {(square, square)}
@@ -36,14 +38,14 @@ def bucket_sizes(resolution: int, min_reso: int = DEFAULT_MIN_RESO, max_reso: in
     return sorted(sizes)
 
 
-def select_bucket(width: int, height: int, sizes: List[Size]) -> Size:
+def select_bucket(width: int, height: int, sizes: list[Size]) -> Size:
     if (width, height) in sizes:
         return (width, height)
     aspect = width / height
     return min(sizes, key=lambda s: (abs(s[0] / s[1] - aspect), sizes.index(s)))
 
 
-def bucket_histogram(image_sizes: Iterable[Size], resolution: int) -> Dict[str, object]:
+def bucket_histogram(image_sizes: Iterable[Size], resolution: int) -> dict[str, object]:
     """{'assumes': kohya settings used, 'counts': {'WxH': images}} for prep.json."""
     max_reso = default_max_reso(resolution)
     sizes = bucket_sizes(resolution, DEFAULT_MIN_RESO, max_reso, DEFAULT_STEPS)

@@ -14,24 +14,53 @@ import fnmatch
 import io
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 # Tags that look like "a_b" but are faces, not words: underscores stay (WD14 taggers' list).
-KAOMOJI = frozenset(
-    "0_0 (o)_(o) +_+ +_- ._. <o>_<o> <|>_<|> =_= >_< 3_3 6_9 >_o @_@ ^_^ o_o u_u x_x |_| ||_||".split()
-)
+KAOMOJI = frozenset("0_0 (o)_(o) +_+ +_- ._. <o>_<o> <|>_<|> =_= >_< 3_3 6_9 >_o @_@ ^_^ o_o u_u x_x |_| ||_||".split())
 
 # Frequent in any single-character set yet not a feature of the character: never suggested.
 GENERIC_TAGS = frozenset(
     (
-        "1girl", "1boy", "2girls", "2boys", "solo", "solo focus", "male focus", "female focus",
-        "looking at viewer", "simple background", "white background", "transparent background",
-        "grey background", "gray background", "black background", "upper body", "full body",
-        "cowboy shot", "portrait", "close-up", "standing", "sitting", "smile", "closed mouth",
-        "open mouth", "blush", "highres", "absurdres", "official art", "game cg", "screenshot",
-        "3d", "render", "mmd", "artist name", "signature", "watermark",
+        "1girl",
+        "1boy",
+        "2girls",
+        "2boys",
+        "solo",
+        "solo focus",
+        "male focus",
+        "female focus",
+        "looking at viewer",
+        "simple background",
+        "white background",
+        "transparent background",
+        "grey background",
+        "gray background",
+        "black background",
+        "upper body",
+        "full body",
+        "cowboy shot",
+        "portrait",
+        "close-up",
+        "standing",
+        "sitting",
+        "smile",
+        "closed mouth",
+        "open mouth",
+        "blush",
+        "highres",
+        "absurdres",
+        "official art",
+        "game cg",
+        "screenshot",
+        "3d",
+        "render",
+        "mmd",
+        "artist name",
+        "signature",
+        "watermark",
     )
 )
 
@@ -60,7 +89,7 @@ def read_caption_file(path: Path) -> str:
     return raw.decode("latin-1")  # pragma: no cover - latin-1 decodes any byte string
 
 
-def split_tags(text: str) -> List[str]:
+def split_tags(text: str) -> list[str]:
     """Tags from caption text: commas and line breaks separate (sd-scripts reads one line)."""
     return re.split(r"[,\n\r]+", text)
 
@@ -75,10 +104,10 @@ def normalise_tag(tag: str, underscores_to_spaces: bool = True) -> str:
     return tag
 
 
-def normalise_tags(tags: Iterable[str], underscores_to_spaces: bool = True) -> List[str]:
+def normalise_tags(tags: Iterable[str], underscores_to_spaces: bool = True) -> list[str]:
     """Trim, collapse whitespace, unweight, underscores -> spaces, drop empties and repeats."""
-    seen: Set[str] = set()
-    result: List[str] = []
+    seen: set[str] = set()
+    result: list[str] = []
     for raw in tags:
         tag = normalise_tag(raw, underscores_to_spaces)
         key = tag.casefold()
@@ -88,17 +117,17 @@ def normalise_tags(tags: Iterable[str], underscores_to_spaces: bool = True) -> L
     return result
 
 
-def parse_caption(text: str, underscores_to_spaces: bool = True) -> List[str]:
+def parse_caption(text: str, underscores_to_spaces: bool = True) -> list[str]:
     return normalise_tags(split_tags(text), underscores_to_spaces)
 
 
-def caption_beside(image: Path, extension: str = ".txt") -> Optional[Path]:
+def caption_beside(image: Path, extension: str = ".txt") -> Path | None:
     """The caption file sd-scripts would pair with `image` (same stem)."""
     candidate = image.with_suffix(extension)
     return candidate if candidate.is_file() else None
 
 
-def caption_in_dir(tags_dir: Path, relative_image: Path, extension: str = ".txt") -> Optional[Path]:
+def caption_in_dir(tags_dir: Path, relative_image: Path, extension: str = ".txt") -> Path | None:
     """A tagger's output for an image: same relative folder first, then the bare stem."""
     for candidate in (tags_dir / relative_image.with_suffix(extension), tags_dir / (relative_image.stem + extension)):
         if candidate.is_file():
@@ -109,7 +138,7 @@ def caption_in_dir(tags_dir: Path, relative_image: Path, extension: str = ".txt"
 # ------------------------------------------------------------------------- trigger, pruning
 
 
-def with_trigger(tags: Sequence[str], trigger: str) -> List[str]:
+def with_trigger(tags: Sequence[str], trigger: str) -> list[str]:
     """Trigger word first (kohya keep_tokens = 1 keeps it there when shuffling), once."""
     key = trigger.casefold()
     return [trigger] + [t for t in tags if t.casefold() != key]
@@ -122,9 +151,11 @@ def _pattern(entry: str, underscores_to_spaces: bool) -> str:
 class Pruner:
     """Tags to delete: exact names or shell patterns ("* eyes"), matched case-insensitively."""
 
-    def __init__(self, entries: Iterable[str], protected: Iterable[str] = (), underscores_to_spaces: bool = True) -> None:
-        self.exact: Set[str] = set()
-        self.patterns: List[str] = []
+    def __init__(
+        self, entries: Iterable[str], protected: Iterable[str] = (), underscores_to_spaces: bool = True
+    ) -> None:
+        self.exact: set[str] = set()
+        self.patterns: list[str] = []
         for entry in entries:
             pattern = _pattern(entry, underscores_to_spaces)
             if not pattern:
@@ -142,11 +173,11 @@ class Pruner:
         return key in self.exact or any(fnmatch.fnmatchcase(key, p) for p in self.patterns)
 
 
-def prune(tags: Sequence[str], pruner: Pruner, keep: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+def prune(tags: Sequence[str], pruner: Pruner, keep: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(kept tags, removed tags); tags in `keep` (e.g. the trigger) are never removed."""
     keep_keys = {k.casefold() for k in keep}
-    kept: List[str] = []
-    removed: List[str] = []
+    kept: list[str] = []
+    removed: list[str] = []
     for tag in tags:
         (removed if tag.casefold() not in keep_keys and pruner(tag) else kept).append(tag)
     return kept, removed
@@ -163,7 +194,7 @@ def tag_frequencies(captions: Iterable[Sequence[str]], exclude: Iterable[str] = 
 
 def suggest_prune(
     frequencies: Counter, image_count: int, min_fraction: float, protected: Iterable[str] = (), min_images: int = 5
-) -> List[TagSuggestion]:
+) -> list[TagSuggestion]:
     """Tags in at least `min_fraction` of the images: probably the character's own features.
 
     Generic composition tags (1girl, solo, simple background, ...) and `protected` ones are
@@ -185,22 +216,23 @@ def format_caption(tags: Sequence[str]) -> str:
     return ", ".join(tags)
 
 
-def frequency_table_csv(frequencies: Counter, image_count: int, suggested: Set[str], pruned: Set[str]) -> str:
+def frequency_table_csv(frequencies: Counter, image_count: int, suggested: set[str], pruned: set[str]) -> str:
     """tag,count,percent,suggested,pruned -- most frequent first."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["tag", "count", "percent", "suggested", "pruned"])
     for tag, count in sorted(frequencies.items(), key=lambda item: (-item[1], item[0])):
         percent = 100.0 * count / image_count if image_count else 0.0
-        writer.writerow([tag, count, f"{percent:.1f}", "yes" if tag in suggested else "", "yes" if tag in pruned else ""])
+        writer.writerow(
+            [tag, count, f"{percent:.1f}", "yes" if tag in suggested else "", "yes" if tag in pruned else ""]
+        )
     return buffer.getvalue()
 
 
-def read_list_file(path: Path) -> List[str]:
+def read_list_file(path: Path) -> list[str]:
     """One entry per line (or comma-separated); '#' starts a comment."""
-    entries: List[str] = []
+    entries: list[str] = []
     for line in read_caption_file(path).splitlines():
         line = line.split("#", 1)[0]
         entries.extend(part.strip() for part in line.split(",") if part.strip())
     return entries
-

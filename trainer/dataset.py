@@ -21,24 +21,25 @@ import json
 import multiprocessing
 import os
 import random
-import re
 import shutil
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Any
 
-from PIL import Image, ImageColor
+from PIL import Image
 
-from vidstyle.compat import BaseModel, Extra, Field, ValidationError, describe_validation_error, root_validator, validator
 from vidstyle.errors import OutputError, UserInputError
+from vidstyle.filenames import safe_name
 
 from . import captions as cap
 from . import faces as face_detection
 from .dedupe import choose_keepers, near_duplicate_pairs
 from .outdir import MANIFEST, check_output_folder, make_staging, replace_folder
+from .prep_options import PrepOptions
 from .prep_report import (
     MANIFEST_VERSION,
     TARGET_STEPS_PER_EPOCH,
@@ -52,10 +53,8 @@ from .sources import SourceFile, excluded_by, read_pattern_file, scan_sources
 from .worker import FileJob, FileResult, WorkSettings, init_worker, process_file
 
 __all__ = [
-    "PrepOptions",
     "PrepResult",
     "ProgressFn",
-    "build_options",
     "prepare",
     "load_prep_manifest",
     "auto_repeats",
@@ -66,145 +65,16 @@ __all__ = [
 ProgressFn = Callable[[str, int, int], None]
 MIN_IMAGES_FOR_VALIDATION = 5
 TAGGER_BATCH = 8
-_UNSAFE_NAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
-
-
-class PrepOptions(BaseModel):
-    """Everything that decides the dataset; defaults and bounds are declared once, here."""
-
-    class Config:
-        extra = Extra.forbid
-
-    sources: List[str] = Field(..., min_items=1, description="Folders (searched recursively) or image files to read; never modified.")
-    out: str = Field(..., min_length=1, description="Dataset folder to create; a re-run replaces it as a whole.")
-    name: str = Field(..., min_length=1, max_length=80, description="Dataset name: the kohya folder becomes img/<repeats>_<name>.")
-    trigger: Optional[str] = Field(None, max_length=80, description="Trigger word put first in every caption (default: the name).")
-    repeats: Optional[int] = Field(
-        None, ge=1, le=1000, description="kohya repeats per image (default: about 300 / training images, 1-100)."
-    )
-    size: int = Field(512, ge=64, le=4096, multiple_of=8, description="Training resolution in pixels (512 for SD1.5, 1024 for SDXL).")
-    crop: Literal["bucket", "focal", "center"] = Field(
-        "bucket",
-        description="bucket: keep the aspect ratio, only downscale to size*size pixels (for kohya's enable_bucket; "
-        "recommended); focal: square crop around faces/detail; center: square centre crop.",
-    )
-    allow_upscale: bool = Field(False, description="Let focal/center crops upscale images smaller than the size (counted in the report).")
-    background: str = Field("white", description="Colour transparent pixels are flattened on (name or #RRGGBB).")
-    min_side: Optional[int] = Field(
-        None, ge=0, le=65536, description="Drop images whose shortest side is below this (default: half the size; 0: off)."
-    )
-    dedupe: bool = Field(True, description="Drop near-duplicates (perceptual hash), keeping the larger, then sharper one.")
-    dedupe_threshold: int = Field(8, ge=0, le=32, description="Max differing pHash bits (of 64) for two images to be duplicates.")
-    drop_monochrome: bool = Field(True, description="Drop greyscale and single-tint (sepia) images.")
-    blur_threshold: float = Field(
-        40.0, ge=0, description="Drop images whose Laplacian variance at training scale is below this (0: off)."
-    )
-    face_filter: bool = Field(True, description="Drop images with more than max_faces faces (needs a face detector).")
-    max_faces: int = Field(1, ge=0, le=100, description="Most faces an image may show.")
-    face_detector: str = Field(
-        "auto",
-        description="'auto' (OpenCV's bundled frontal-face cascade), 'none', a cascade .xml "
-        "(e.g. lbpcascade_animeface.xml for drawn faces) or a YuNet .onnx face detector.",
-    )
-    exclude: List[str] = Field(default_factory=list, description="File names or patterns to leave out (matched on name or relative path).")
-    exclude_file: Optional[str] = Field(None, description="A text file of names/patterns to leave out, one per line.")
-    caption_source: Literal["existing", "tags", "wd14", "none"] = Field(
-        "existing",
-        description="existing: caption files beside the images; tags: a tagger's output folder; "
-        "wd14: run a WD14 ONNX tagger; none: trigger word only.",
-    )
-    caption_ext: str = Field(".txt", description="Extension of existing caption / tag files.")
-    tags_dir: Optional[str] = Field(None, description="Folder with a tagger's output files (same names as the images).")
-    tagger_model: Optional[str] = Field(None, description="WD14 tagger model.onnx (selected_tags.csv beside it); nothing is downloaded.")
-    tagger_threshold: float = Field(0.35, gt=0, lt=1, description="WD14 general-tag threshold.")
-    tagger_character_threshold: float = Field(0.85, gt=0, lt=1, description="WD14 character-tag threshold.")
-    underscores_to_spaces: bool = Field(True, description="Write 'long hair', not 'long_hair' (kaomoji such as ^_^ stay).")
-    prune: List[str] = Field(default_factory=list, description="Tags to delete from every caption (patterns like '* eyes' allowed).")
-    prune_file: Optional[str] = Field(None, description="A text file of tags to delete (one per line or comma-separated).")
-    keep_tags: List[str] = Field(default_factory=list, description="Tags never suggested or pruned.")
-    suggest_threshold: float = Field(
-        0.5, gt=0, le=1, description="Suggest pruning tags present in at least this fraction of the images."
-    )
-    prune_suggested: bool = Field(False, description="Also delete the suggested tags (the character's own features).")
-    val_fraction: float = Field(0.1, ge=0, le=0.5, description="Fraction of kept images held out for validation.")
-    val_count: Optional[int] = Field(None, ge=0, description="Number of images held out (overrides the fraction).")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the validation split.")
-    max_pixels: int = Field(
-        8192 * 8192, ge=1, le=2**31, description="Refuse images above this many pixels (decompression-bomb guard)."
-    )
-    workers: Optional[int] = Field(None, ge=1, le=64, description="Worker processes (default: one per CPU core).")
-    contact_sheets: bool = Field(True, description="Write contact sheets of kept and dropped images.")
-
-    @validator("name")
-    def _safe_name(cls, value: str) -> str:
-        value = value.strip()
-        if not value or value.startswith(".") or _UNSAFE_NAME.search(value):
-            raise ValueError("use letters, digits, spaces, '-' or '_' (it becomes a folder name)")
-        return value
-
-    @validator("trigger")
-    def _one_tag(cls, value: Optional[str]) -> Optional[str]:
-        if value is None:
-            return None
-        value = " ".join(value.split())
-        if not value or "," in value:
-            raise ValueError("the trigger word must be one tag, without commas")
-        return value
-
-    @validator("background")
-    def _colour(cls, value: str) -> str:
-        try:
-            ImageColor.getrgb(value)
-        except ValueError as exc:
-            raise ValueError(f"'{value}' is not a colour; use a name like white or #RRGGBB") from exc
-        return value
-
-    @validator("caption_ext")
-    def _extension(cls, value: str) -> str:
-        value = value.strip()
-        return value if value.startswith(".") else "." + value
-
-    @root_validator(skip_on_failure=True)
-    def _caption_inputs(cls, values: Dict[str, Any]) -> Dict[str, Any]:
-        source = values.get("caption_source")
-        if source == "tags" and not values.get("tags_dir"):
-            raise ValueError("caption_source 'tags' needs tags_dir (--tags-dir, the tagger's output folder)")
-        if source == "wd14" and not values.get("tagger_model"):
-            raise ValueError("caption_source 'wd14' needs tagger_model (--tagger-model, a WD14 model.onnx)")
-        if values.get("tagger_model") and source != "wd14":
-            raise ValueError("tagger_model is only used with caption_source 'wd14' (--captions wd14)")
-        return values
-
-    @property
-    def trigger_word(self) -> str:
-        return self.trigger or self.name
-
-    @property
-    def min_side_px(self) -> int:
-        return self.size // 2 if self.min_side is None else self.min_side
-
-    @property
-    def background_rgb(self) -> Tuple[int, int, int]:
-        rgb = ImageColor.getrgb(self.background)
-        return (rgb[0], rgb[1], rgb[2])
-
-
-def build_options(**values: Any) -> PrepOptions:
-    """PrepOptions from keyword values; a bad value becomes one UserInputError sentence."""
-    try:
-        return PrepOptions(**values)
-    except ValidationError as err:
-        raise UserInputError(describe_validation_error(err, "prep options")) from err
 
 
 @dataclass
 class PrepResult:
     out: Path
-    manifest: Dict[str, Any]
-    timings: Dict[str, float]
+    manifest: dict[str, Any]
+    timings: dict[str, float]
 
     @property
-    def counts(self) -> Dict[str, Any]:
+    def counts(self) -> dict[str, Any]:
         return self.manifest["counts"]
 
     @property
@@ -216,7 +86,7 @@ class PrepResult:
         return self.out / self.manifest["dataset"]["val_dir"]
 
 
-def _emit(progress: Optional[ProgressFn], stage: str, done: int, total: int) -> None:
+def _emit(progress: ProgressFn | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
         progress(stage, done, total)
 
@@ -229,7 +99,7 @@ class _Stopwatch:
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.seconds: Dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -239,15 +109,16 @@ class _Stopwatch:
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
-    def total(self) -> Dict[str, float]:
+    def total(self) -> dict[str, float]:
         return {**self.seconds, "total": time.perf_counter() - self.started}
 
 
-def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> PrepResult:
+def prepare(options: PrepOptions, progress: ProgressFn | None = None, webui_auth: str | None = None) -> PrepResult:
     """Build the dataset described by `options`; see the module docstring for the layout.
 
     Raises UserInputError/OutputError (one sentence) for bad inputs or an output folder that
-    holds other data. Source files are only read.
+    holds other data. Source files are only read. `webui_auth` (user:password for the WebUI
+    tagger, else $VIDSTYLE_WEBUI_AUTH) is kept out of `options`, which prep.json records.
     """
     clock = _Stopwatch()
     with clock("setup"):
@@ -255,7 +126,7 @@ def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> Prep
         roots = [Path(s).expanduser().resolve() for s in options.sources]
         check_output_folder(out, roots)
         settings = _work_settings(options)
-        tagger = _load_tagger(options)
+        tagger = _load_tagger(options, webui_auth)
         entries, others, notes = _collect(options, roots, out, settings)
     staging = make_staging(out)
     try:
@@ -263,7 +134,8 @@ def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> Prep
             manifest = _build(staging, entries, others, notes, options, settings, tagger, progress, clock)
         except OSError as exc:
             raise OutputError(
-                f"Cannot write the new dataset next to {out} ({exc.strerror or exc}); free disk space or choose another --out."
+                f"Cannot write the new dataset next to {out} ({exc.strerror or exc}); free disk space or choose "
+                "another --out."
             ) from exc
         with clock("swap"):
             check_output_folder(out, roots)  # still ours? (someone may have written into it meanwhile)
@@ -271,13 +143,15 @@ def prepare(options: PrepOptions, progress: Optional[ProgressFn] = None) -> Prep
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if hasattr(tagger, "close"):
+            tagger.close()
     if manifest["counts"]["kept"] == 0:
         sheet = " (see sheets/dropped_01.png)" if options.contact_sheets else ""
         raise UserInputError(f"No image passed the filters; {out / MANIFEST} lists why each was dropped{sheet}.")
     return PrepResult(out=out, manifest=manifest, timings=clock.total())
 
 
-def _read_list(path: Optional[str], reader: Callable[[Path], List[str]], what: str) -> List[str]:
+def _read_list(path: str | None, reader: Callable[[Path], list[str]], what: str) -> list[str]:
     if not path:
         return []
     try:
@@ -287,14 +161,15 @@ def _read_list(path: Optional[str], reader: Callable[[Path], List[str]], what: s
 
 
 def _collect(
-    options: PrepOptions, roots: List[Path], out: Path, settings: WorkSettings
-) -> Tuple[List[Entry], List[SourceFile], List[str]]:
+    options: PrepOptions, roots: list[Path], out: Path, settings: WorkSettings
+) -> tuple[list[Entry], list[SourceFile], list[str]]:
     """Source images as entries (exclusions already marked), other files, notes for the report."""
     patterns = list(options.exclude) + _read_list(options.exclude_file, read_pattern_file, "exclude list")
     images, others = scan_sources(roots, skip=[out], caption_ext=options.caption_ext)
     if not images:
         raise UserInputError(
-            f"No png/jpg/jpeg/webp/bmp images found in {', '.join(map(str, roots))}; point prep at the folders with your images."
+            f"No png/jpg/jpeg/webp/bmp images found in {', '.join(map(str, roots))}; point prep at the folders with "
+            "your images."
         )
     notes = _empty_source_notes(roots, images)
     if settings.face_detector is None and options.face_filter:
@@ -309,21 +184,24 @@ def _collect(
 
 def _build(
     staging: Path,
-    entries: List[Entry],
-    others: List[SourceFile],
-    notes: List[str],
+    entries: list[Entry],
+    others: list[SourceFile],
+    notes: list[str],
     options: PrepOptions,
     settings: WorkSettings,
     tagger: Any,
-    progress: Optional[ProgressFn],
+    progress: ProgressFn | None,
     clock: _Stopwatch,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Everything between scanning and the swap; returns prep.json's content (also written)."""
     work = staging / "_work"
     work.mkdir()
     with clock("analyse"):
-        jobs = [FileJob(i, str(e.source.path), None if e.reasons else str(work / f"{i:06d}.png")) for i, e in enumerate(entries)]
-        for entry, result in zip(entries, _run_jobs(jobs, settings, options.workers, progress)):
+        jobs = [
+            FileJob(i, str(e.source.path), None if e.reasons else str(work / f"{i:06d}.png"))
+            for i, e in enumerate(entries)
+        ]
+        for entry, result in zip(entries, _run_jobs(jobs, settings, options.workers, progress), strict=False):
             _record_result(entry, result)
     with clock("dedupe"):
         _drop_duplicates(entries, options)
@@ -347,7 +225,9 @@ def _build(
         if options.contact_sheets:
             outputs.extend(write_contact_sheets(entries, staging, options))
     ignored = [ignored_record(item) for item in others]
-    manifest = build_manifest(options, entries, ignored, tag_report, train_dir, repeats, repeats_auto, notes, sorted(outputs))
+    manifest = build_manifest(
+        options, entries, ignored, tag_report, train_dir, repeats, repeats_auto, notes, sorted(outputs)
+    )
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 
@@ -372,7 +252,17 @@ def _work_settings(options: PrepOptions) -> WorkSettings:
     )
 
 
-def _load_tagger(options: PrepOptions):  # type: ignore[no-untyped-def]
+def _load_tagger(options: PrepOptions, webui_auth: str | None = None) -> Any:
+    if options.caption_source == "webui":
+        from .webui_tagger import WebUITagger, webui_url
+
+        tagger = WebUITagger(webui_url(options.tagger or ""), webui_auth, workers=options.tagger_workers)
+        try:
+            tagger.check()  # before hours of analysis: reachable, --api, login, DeepBooru
+        except BaseException:
+            tagger.close()
+            raise
+        return tagger
     if options.caption_source != "wd14":
         return None
     from .tagger import WD14Tagger
@@ -380,18 +270,18 @@ def _load_tagger(options: PrepOptions):  # type: ignore[no-untyped-def]
     return WD14Tagger(options.tagger_model or "", options.tagger_threshold, options.tagger_character_threshold)
 
 
-def _empty_source_notes(roots: Sequence[Path], images: Sequence[SourceFile]) -> List[str]:
+def _empty_source_notes(roots: Sequence[Path], images: Sequence[SourceFile]) -> list[str]:
     used = {item.root for item in images}
     return [f"{root} holds no supported images." for root in roots if root not in used]
 
 
 def _run_jobs(
-    jobs: Sequence[FileJob], settings: WorkSettings, workers: Optional[int], progress: Optional[ProgressFn]
-) -> List[FileResult]:
+    jobs: Sequence[FileJob], settings: WorkSettings, workers: int | None, progress: ProgressFn | None
+) -> list[FileResult]:
     """Process every file, in worker processes when there are several cores and files."""
     count = workers or os.cpu_count() or 1
     task = partial(process_file, settings=settings)
-    results: List[FileResult] = []
+    results: list[FileResult] = []
     if count <= 1 or len(jobs) < 4:
         for n, job in enumerate(jobs, 1):
             results.append(task(job))
@@ -421,39 +311,53 @@ def _record_result(entry: Entry, result: FileResult) -> None:
     entry.reasons.extend(result.reasons)
 
 
-def _drop_duplicates(entries: List[Entry], options: PrepOptions) -> None:
+def _drop_duplicates(entries: list[Entry], options: PrepOptions) -> None:
     if not options.dedupe:
         return
-    candidates = [e for e in entries if not e.reasons and e.result is not None and e.result.phash is not None]
+    # Images a per-image filter dropped (blurry, low resolution, ...) take part too: a softer
+    # copy of a kept picture is first of all a duplicate, and is reported as one.
+    # (entry, its result, header, hash, mirrored hash): a hashed file was read, so it has them all
+    hashed = [
+        (e, e.result, e.result.header, e.result.phash, e.result.phash_mirror)
+        for e in entries
+        if e.result is not None
+        and e.result.header is not None
+        and e.result.phash is not None
+        and e.result.phash_mirror is not None
+        and not any(code == "excluded" for code, _ in e.reasons)
+    ]
+    candidates = [e for e, *_ in hashed]
     pairs = near_duplicate_pairs(
-        [e.result.phash for e in candidates],  # type: ignore[union-attr]
-        options.dedupe_threshold,
-        mirrored=[e.result.phash_mirror for e in candidates],  # type: ignore[union-attr]
+        [phash for *_, phash, _ in hashed], options.dedupe_threshold, mirrored=[mirror for *_, mirror in hashed]
     )
+    # a copy that passes the filters beats a larger one; sharpness rounded so a mirrored copy ties
     rank = [
-        (float(e.result.header.width * e.result.header.height), float(e.result.sharpness or 0.0))  # type: ignore[union-attr]
-        for e in candidates
+        (0.0 if e.reasons else 1.0, float(header.width * header.height), round(result.sharpness or 0.0, 2))
+        for e, result, header, _, _ in hashed
     ]
     for dropped, (keeper, distance) in choose_keepers(len(candidates), pairs, rank).items():
-        entry, kept = candidates[dropped], candidates[keeper]
-        entry.duplicate_of = kept.result.index  # type: ignore[union-attr]
+        entry, (kept, kept_result, *_) = candidates[dropped], hashed[keeper]
+        entry.duplicate_of = kept_result.index
         entry.duplicate_distance = distance
-        entry.reasons.append(
+        entry.reasons.insert(
+            0,
             (
                 "duplicate",
                 f"near-duplicate of {kept.source.relative} (pHash distance {distance} <= {options.dedupe_threshold}); "
-                "kept the larger/sharper one",
-            )
+                + (
+                    f"that one is dropped too ({kept.reasons[0][0]})" if kept.reasons else "kept the larger/sharper one"
+                ),
+            ),
         )
 
 
 def _safe_stem(stem: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", stem).strip("._")[:60] or "image"
+    return safe_name(stem, sep="_", unicode=True, max_len=60, fallback="image")
 
 
 def _name_outputs(kept: Sequence[Entry]) -> None:
     """`<stem>_<sha8>`: traceable to the source, stable across runs, unique."""
-    used: Dict[str, int] = {}
+    used: dict[str, int] = {}
     for entry in kept:
         assert entry.result is not None and entry.result.sha256 is not None
         base = f"{_safe_stem(Path(entry.source.relative).stem)}_{entry.result.sha256[:8]}"
@@ -462,11 +366,11 @@ def _name_outputs(kept: Sequence[Entry]) -> None:
 
 
 def _read_captions(
-    kept: Sequence[Entry], options: PrepOptions, tagger: Any, work: Path, progress: Optional[ProgressFn], notes: List[str]
+    kept: Sequence[Entry], options: PrepOptions, tagger: Any, work: Path, progress: ProgressFn | None, notes: list[str]
 ) -> None:
     """Raw tags per kept image from the chosen caption source."""
     underscores = options.underscores_to_spaces
-    if options.caption_source == "wd14":
+    if options.caption_source in ("wd14", "webui"):
         _run_tagger(kept, tagger, work, progress, underscores)
         return
     for entry in kept:
@@ -481,10 +385,12 @@ def _read_captions(
             entry.tags = cap.parse_caption(cap.read_caption_file(path), underscores)
             entry.caption_from = str(path)
         except OSError as exc:
-            notes.append(f"Caption file {path} could not be read ({exc.strerror}); that image has the trigger word only.")
+            notes.append(
+                f"Caption file {path} could not be read ({exc.strerror}); that image has the trigger word only."
+            )
 
 
-def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, progress: Optional[ProgressFn], underscores: bool) -> None:
+def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, progress: ProgressFn | None, underscores: bool) -> None:
     import numpy as np
 
     for start in range(0, len(kept), TAGGER_BATCH):
@@ -493,13 +399,13 @@ def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, progress: Option
         for entry in batch:
             with Image.open(work / f"{entry.result.index:06d}.png") as image:  # type: ignore[union-attr]
                 pixels.append(np.asarray(image.convert("RGB")))
-        for entry, tags in zip(batch, tagger.tag(pixels)):
+        for entry, tags in zip(batch, tagger.tag(pixels), strict=False):
             entry.tags = cap.normalise_tags(tags, underscores)
-            entry.caption_from = "wd14 tagger"
+            entry.caption_from = getattr(tagger, "name", "wd14 tagger")
         _emit(progress, "tag", min(start + TAGGER_BATCH, len(kept)), len(kept))
 
 
-def _finish_captions(kept: Sequence[Entry], options: PrepOptions, prune_entries: Sequence[str]) -> Dict[str, Any]:
+def _finish_captions(kept: Sequence[Entry], options: PrepOptions, prune_entries: Sequence[str]) -> dict[str, Any]:
     """Trigger first, suggestions from tag frequency, pruning; returns the tag report."""
     trigger = options.trigger_word
     for entry in kept:
@@ -524,20 +430,22 @@ def _finish_captions(kept: Sequence[Entry], options: PrepOptions, prune_entries:
     }
 
 
-def validation_count(kept: int, fraction: float, count: Optional[int]) -> int:
+def validation_count(kept: int, fraction: float, count: int | None) -> int:
     """How many images to hold out; never all of them, none for tiny sets."""
     if kept < 2:
         return 0
     if count is not None:
         if count >= kept:
-            raise UserInputError(f"--val-count {count} would leave no training images (only {kept} kept); use a smaller count.")
+            raise UserInputError(
+                f"--val-count {count} would leave no training images (only {kept} kept); use a smaller count."
+            )
         return count
     if fraction <= 0 or kept < MIN_IMAGES_FOR_VALIDATION:
         return 0
     return min(kept - 1, max(1, round(kept * fraction)))
 
 
-def _choose_validation(kept: Sequence[Entry], options: PrepOptions, notes: List[str]) -> set:
+def _choose_validation(kept: Sequence[Entry], options: PrepOptions, notes: list[str]) -> set:
     wanted = validation_count(len(kept), options.val_fraction, options.val_count)
     if wanted == 0 and options.val_fraction > 0 and options.val_count is None and kept:
         notes.append(f"Only {len(kept)} images kept: no validation set held out (needs {MIN_IMAGES_FOR_VALIDATION}).")
@@ -552,15 +460,15 @@ def auto_repeats(train_images: int) -> int:
     return int(min(100, max(1, round(TARGET_STEPS_PER_EPOCH / train_images))))
 
 
-def _repeats(options: PrepOptions, train_images: int) -> Tuple[int, bool]:
+def _repeats(options: PrepOptions, train_images: int) -> tuple[int, bool]:
     if options.repeats is not None:
         return options.repeats, False
     return auto_repeats(train_images), True
 
 
-def _place_outputs(kept: Sequence[Entry], val_names: set, staging: Path, work: Path, train_dir: str) -> List[str]:
+def _place_outputs(kept: Sequence[Entry], val_names: set, staging: Path, work: Path, train_dir: str) -> list[str]:
     """Move each kept image from the work folder to train or val and write its caption."""
-    outputs: List[str] = []
+    outputs: list[str] = []
     for entry in sorted(kept, key=lambda e: e.name or ""):
         entry.status = "val" if entry.name in val_names else "train"
         folder = "val" if entry.status == "val" else train_dir

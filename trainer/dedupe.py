@@ -7,11 +7,11 @@ image of each group (larger, then sharper) and marks the rest as duplicates of a
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
-Pair = Tuple[int, int, int]  # i < j, Hamming distance
+Pair = tuple[int, int, int]  # i < j, Hamming distance
 
 _BYTE_POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 
@@ -25,8 +25,8 @@ def popcount64(values: np.ndarray) -> np.ndarray:
 
 
 def near_duplicate_pairs(
-    hashes: Sequence[int], threshold: int, mirrored: Optional[Sequence[int]] = None, block: int = 512
-) -> List[Pair]:
+    hashes: Sequence[int], threshold: int, mirrored: Sequence[int] | None = None, block: int = 512
+) -> list[Pair]:
     """Every pair (i, j), i < j, whose hashes differ in at most `threshold` bits.
 
     With `mirrored` (the hash of each image flipped left-right) a mirrored copy counts too.
@@ -34,34 +34,34 @@ def near_duplicate_pairs(
     plain = np.asarray([int(h) for h in hashes], dtype=np.uint64)
     flipped = None if mirrored is None else np.asarray([int(h) for h in mirrored], dtype=np.uint64)
     count = len(plain)
-    pairs: List[Pair] = []
+    pairs: list[Pair] = []
     for start in range(0, count, block):
         rows = plain[start : start + block, None]
         distance = popcount64(rows ^ plain[None, :])
         if flipped is not None:
             distance = np.minimum(distance, popcount64(rows ^ flipped[None, :]))
         row_index, col_index = np.nonzero(distance <= threshold)
-        for r, c in zip(row_index.tolist(), col_index.tolist()):
+        for r, c in zip(row_index.tolist(), col_index.tolist(), strict=True):
             i = start + r
             if c > i:
                 pairs.append((i, c, int(distance[r, c])))
     return pairs
 
 
-def choose_keepers(count: int, pairs: Sequence[Pair], rank: Sequence[Tuple[float, ...]]) -> Dict[int, Tuple[int, int]]:
+def choose_keepers(count: int, pairs: Sequence[Pair], rank: Sequence[tuple[float, ...]]) -> dict[int, tuple[int, int]]:
     """Greedy: best-ranked first; an image near an already kept one is dropped.
 
     Returns {dropped index: (kept index it duplicates, distance)}. Each dropped image is
     near a *kept* one, so chains (A~B, B~C, A not ~ C) never drop an image for a lost one.
     """
-    neighbours: Dict[int, List[Tuple[int, int]]] = {}
+    neighbours: dict[int, list[tuple[int, int]]] = {}
     for i, j, distance in pairs:
         neighbours.setdefault(i, []).append((j, distance))
         neighbours.setdefault(j, []).append((i, distance))
     order = sorted(range(count), key=lambda i: (tuple(-v for v in rank[i]), i))
     position = {index: place for place, index in enumerate(order)}
     kept: set = set()
-    dropped: Dict[int, Tuple[int, int]] = {}
+    dropped: dict[int, tuple[int, int]] = {}
     for i in order:
         near_kept = [(distance, position[j], j) for j, distance in neighbours.get(i, []) if j in kept]
         if near_kept:

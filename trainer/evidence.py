@@ -21,41 +21,43 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from vidstyle.errors import VidstyleError
+from vidstyle.safetensors_header import read_metadata
 
 from .run import Run, read_sample_prompts
-from .safetensors_header import read_metadata
 
-Series = List[Tuple[int, float]]
-SAMPLE_NAME = r"^{name}_(?:e(?P<epoch>\d{{6}})|(?P<step>\d{{6}}))_(?P<index>\d{{2}})_(?P<time>\d{{14}})(?:_(?P<seed>\d+))?\.png$"
+Series = list[tuple[int, float]]
+SAMPLE_NAME = (
+    r"^{name}_(?:e(?P<epoch>\d{{6}})|(?P<step>\d{{6}}))_(?P<index>\d{{2}})_(?P<time>\d{{14}})(?:_(?P<seed>\d+))?\.png$"
+)
 
 
 @dataclass
 class EpochRow:
     epoch: int
-    train_loss: Optional[float] = None
-    val_loss: Optional[float] = None
-    file: Optional[Path] = None
-    samples: Dict[int, Path] = field(default_factory=dict)
+    train_loss: float | None = None
+    val_loss: float | None = None
+    file: Path | None = None
+    samples: dict[int, Path] = field(default_factory=dict)
 
 
 @dataclass
 class Evidence:
     run: Run
-    rows: List[EpochRow]
-    prompts: List[Dict[str, Any]]
-    step_losses: Dict[str, Series]
+    rows: list[EpochRow]
+    prompts: list[dict[str, Any]]
+    step_losses: dict[str, Series]
     source: str
-    recommended: Optional[int]
-    notes: List[str]
+    recommended: int | None
+    notes: list[str]
 
-    def row(self, epoch: int) -> Optional[EpochRow]:
+    def row(self, epoch: int) -> EpochRow | None:
         return next((r for r in self.rows if r.epoch == epoch), None)
 
     @property
-    def last_epoch(self) -> Optional[int]:
+    def last_epoch(self) -> int | None:
         with_files = [r.epoch for r in self.rows if r.file]
         return max(with_files) if with_files else None
 
@@ -63,14 +65,14 @@ class Evidence:
 # --------------------------------------------------------------------------- TensorBoard
 
 
-def event_dirs(logging_dir: Optional[Path]) -> List[Path]:
+def event_dirs(logging_dir: Path | None) -> list[Path]:
     """One folder per launch ({logging_dir}/{prefix}{timestamp}/network_train), oldest first."""
     if not logging_dir or not logging_dir.is_dir():
         return []
     return sorted({p.parent for p in logging_dir.rglob("events.out.tfevents.*")})
 
 
-def read_scalars(logging_dir: Optional[Path], since: Optional[float] = None) -> Optional[List[Dict[str, Series]]]:
+def read_scalars(logging_dir: Path | None, since: float | None = None) -> list[dict[str, Series]] | None:
     """Scalars per launch, or None when tensorboard is not installed. Launches that began
     before `since` belong to an earlier training of this run (before a --restart) and are skipped."""
     try:
@@ -92,9 +94,9 @@ def read_scalars(logging_dir: Optional[Path], since: Optional[float] = None) -> 
     return runs
 
 
-def per_epoch(runs: List[Dict[str, Series]], tag: str) -> Dict[int, float]:
+def per_epoch(runs: list[dict[str, Series]], tag: str) -> dict[int, float]:
     """Epoch-indexed values; a later launch (--resume) overrides an earlier one's epoch."""
-    values: Dict[int, float] = {}
+    values: dict[int, float] = {}
     for scalars in runs:
         for step, value in scalars.get(tag, []):
             values[int(step)] = float(value)
@@ -104,11 +106,11 @@ def per_epoch(runs: List[Dict[str, Series]], tag: str) -> Dict[int, float]:
 # --------------------------------------------------------------------------- files
 
 
-def checkpoint_files(run: Run) -> Dict[int, Path]:
+def checkpoint_files(run: Run) -> dict[int, Path]:
     folder, name = run.output_dir, run.output_name
     if not folder.is_dir():
         return {}
-    files: Dict[int, Path] = {}
+    files: dict[int, Path] = {}
     pattern = re.compile(rf"^{re.escape(name)}-(\d{{6}})\.safetensors$")
     for path in folder.glob("*.safetensors"):
         match = pattern.match(path.name)
@@ -122,7 +124,7 @@ def checkpoint_files(run: Run) -> Dict[int, Path]:
     return files
 
 
-def _final_epoch(path: Path, run: Run) -> Optional[int]:
+def _final_epoch(path: Path, run: Run) -> int | None:
     """The last save has no number in its name; sd-scripts records the epoch in ss_epoch."""
     try:
         value = read_metadata(path).get("ss_epoch")
@@ -133,11 +135,11 @@ def _final_epoch(path: Path, run: Run) -> Optional[int]:
     return run.train.max_train_epochs
 
 
-def sample_files(run: Run) -> Tuple[Dict[int, Dict[int, Path]], int]:
+def sample_files(run: Run) -> tuple[dict[int, dict[int, Path]], int]:
     """{epoch: {prompt index: newest file}} and how many step-numbered samples were left out."""
     folder = run.output_dir / "sample"
     pattern = re.compile(SAMPLE_NAME.format(name=re.escape(run.output_name)))
-    grid: Dict[int, Dict[int, Tuple[str, Path]]] = {}
+    grid: dict[int, dict[int, tuple[str, Path]]] = {}
     step_samples = 0
     if folder.is_dir():
         for path in folder.iterdir():
@@ -157,7 +159,7 @@ def sample_files(run: Run) -> Tuple[Dict[int, Dict[int, Path]], int]:
 # --------------------------------------------------------------------------- progress.json fallback
 
 
-def read_progress_json(run_dir: Path) -> Dict[str, Any]:
+def read_progress_json(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((run_dir / "progress.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -165,15 +167,16 @@ def read_progress_json(run_dir: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _number(value: Any) -> Optional[float]:
+def _number(value: Any) -> float | None:
     try:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
 
 
-def log_losses(progress: Dict[str, Any]) -> Tuple[Dict[int, float], Dict[int, float], Series]:
-    train, val = {}, {}
+def log_losses(progress: dict[str, Any]) -> tuple[dict[int, float], dict[int, float], Series]:
+    train: dict[int, float] = {}
+    val: dict[int, float] = {}
     for key, record in (progress.get("epochs") or {}).items():
         if not isinstance(record, dict):
             continue
@@ -188,13 +191,13 @@ def log_losses(progress: Dict[str, Any]) -> Tuple[Dict[int, float], Dict[int, fl
 # --------------------------------------------------------------------------- assembly
 
 
-def recommend(rows: List[EpochRow]) -> Optional[int]:
+def recommend(rows: list[EpochRow]) -> int | None:
     candidates = [r for r in rows if r.file and r.val_loss is not None and math.isfinite(r.val_loss)]
     return min(candidates, key=lambda r: (r.val_loss, r.epoch)).epoch if candidates else None
 
 
 def gather(run: Run) -> Evidence:
-    notes: List[str] = []
+    notes: list[str] = []
     progress = read_progress_json(run.dir)
     runs = read_scalars(run.logging_dir, _number(progress.get("run_started_at")))
     log_train, log_val, history = log_losses(progress)
@@ -206,8 +209,10 @@ def gather(run: Run) -> Evidence:
         source = "log"
         train, val, step_losses = log_train, log_val, {"loss/average": history}
         notes.append(
-            "losses come from the console log (tensorboard is not installed or wrote no events); values are rounded to 3 digits."
-            if runs is None else "no TensorBoard events found; losses come from the console log (rounded to 3 digits)."
+            "losses come from the console log (tensorboard is not installed or wrote no events); values are rounded to "
+            "3 digits."
+            if runs is None
+            else "no TensorBoard events found; losses come from the console log (rounded to 3 digits)."
         )
     files = checkpoint_files(run)
     samples, step_samples = sample_files(run)
@@ -217,17 +222,19 @@ def gather(run: Run) -> Evidence:
     rows = [EpochRow(e, train.get(e), val.get(e), files.get(e), samples.get(e, {})) for e in epochs]
     recommended = recommend(rows)
     if recommended is None:
-        notes.append("no validation loss: choose the epoch from the sample grid (the lowest training loss is not the best LoRA).")
+        notes.append(
+            "no validation loss: choose the epoch from the sample grid (the lowest training loss is not the best LoRA)."
+        )
     prompts = read_sample_prompts(run.sample_prompts_path) if run.sample_prompts_path else []
     return Evidence(run, rows, prompts, step_losses, source, recommended, notes)
 
 
-def _step_losses(runs: List[Dict[str, Series]], history: Series) -> Dict[str, Series]:
+def _step_losses(runs: list[dict[str, Series]], history: Series) -> dict[str, Series]:
     """Per-step curves. sd-scripts restarts its step count on --resume, so several launches are
     drawn from progress.json, where the launcher kept the global step."""
     if len(runs) > 1 and history:
         return {"loss/average": history}
-    merged: Dict[str, Series] = {}
+    merged: dict[str, Series] = {}
     for scalars in runs:
         for tag in ("loss/current", "loss/average"):
             merged.setdefault(tag, []).extend(scalars.get(tag, []))

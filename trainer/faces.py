@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import List, Optional, Protocol, Tuple
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from vidstyle.errors import ModelNotFoundError, UserInputError
 
 from .images import resize_to_area
 
-Box = Tuple[int, int, int, int]  # x, y, width, height in pixels of the image given to detect()
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels of the image given to detect()
 
 AUTO = "auto"
 NONE = "none"
@@ -33,7 +33,7 @@ MIN_FACE = 20
 
 
 class FaceDetector(Protocol):
-    def detect(self, rgb: np.ndarray) -> List[Box]: ...
+    def detect(self, rgb: np.ndarray) -> list[Box]: ...
 
 
 class CascadeDetector:
@@ -47,7 +47,7 @@ class CascadeDetector:
         if self.cascade.empty():
             raise UserInputError(message)
 
-    def detect(self, rgb: np.ndarray) -> List[Box]:
+    def detect(self, rgb: np.ndarray) -> list[Box]:
         grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         found = self.cascade.detectMultiScale(grey, scaleFactor=1.2, minNeighbors=5, minSize=(MIN_FACE, MIN_FACE))
         return [tuple(int(v) for v in box) for box in found]  # type: ignore[misc]
@@ -65,7 +65,7 @@ class YuNetDetector:
                 "face_detection_yunet_*.onnx or a cascade XML."
             ) from exc
 
-    def detect(self, rgb: np.ndarray) -> List[Box]:
+    def detect(self, rgb: np.ndarray) -> list[Box]:
         height, width = rgb.shape[:2]
         self.detector.setInputSize((width, height))
         try:
@@ -77,7 +77,7 @@ class YuNetDetector:
         return [(int(f[0]), int(f[1]), int(f[2]), int(f[3])) for f in faces]
 
 
-def bundled_cascade() -> Optional[str]:
+def bundled_cascade() -> str | None:
     data = getattr(cv2, "data", None)
     if data is None:
         return None
@@ -85,7 +85,7 @@ def bundled_cascade() -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def resolve_spec(spec: str) -> Optional[str]:
+def resolve_spec(spec: str) -> str | None:
     """`auto` -> the bundled cascade path (or None when this OpenCV has none), `none` -> None."""
     lowered = spec.strip().lower()
     if lowered in (NONE, "off", ""):
@@ -94,7 +94,9 @@ def resolve_spec(spec: str) -> Optional[str]:
         return bundled_cascade()
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ModelNotFoundError(f"Face detector {spec} does not exist; pass a cascade .xml, a YuNet .onnx, 'auto' or 'none'.")
+        raise ModelNotFoundError(
+            f"Face detector {spec} does not exist; pass a cascade .xml, a YuNet .onnx, 'auto' or 'none'."
+        )
     if path.suffix.lower() not in (".xml", ".onnx"):
         raise UserInputError(f"Face detector {spec} is neither a cascade .xml nor a YuNet .onnx file.")
     return str(path.resolve())
@@ -108,7 +110,7 @@ def load_detector(resolved_path: str) -> FaceDetector:
     return CascadeDetector(resolved_path)
 
 
-def detect_faces(detector: FaceDetector, rgb: np.ndarray) -> List[Tuple[float, float, float, float]]:
+def detect_faces(detector: FaceDetector, rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     """Faces as (x0, y0, x1, y1) fractions of the image, largest first."""
     small = resize_to_area(rgb, DETECT_AREA)
     sh, sw = small.shape[:2]

@@ -9,8 +9,8 @@ All positions are fractions of the image so they survive any decode scale.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from .images import resize_long_side
 
 CROP_MODES = ("bucket", "focal", "center")
-RelBox = Tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions
+RelBox = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions
 
 # Weights of the cues in the focal point; faces dominate because a character LoRA is
 # about the character, detail and entropy decide only when no face is found.
@@ -29,8 +29,8 @@ ENTROPY_WEIGHT = 0.5
 
 @dataclass(frozen=True)
 class CropPlan:
-    box: Tuple[int, int, int, int]  # left, top, right, bottom in full-size upright pixels
-    out_size: Tuple[int, int]  # width, height written
+    box: tuple[int, int, int, int]  # left, top, right, bottom in full-size upright pixels
+    out_size: tuple[int, int]  # width, height written
     scale: float  # output pixels per source pixel; > 1 means upscaling
 
     @property
@@ -38,9 +38,11 @@ class CropPlan:
         return self.scale > 1.0 + 1e-9
 
 
-def corner_centroid(grey: np.ndarray) -> Optional[Tuple[float, float]]:
+def corner_centroid(grey: np.ndarray) -> tuple[float, float] | None:
     height, width = grey.shape
-    corners = cv2.goodFeaturesToTrack(grey, maxCorners=100, qualityLevel=0.04, minDistance=max(3.0, 0.06 * min(width, height)))
+    corners = cv2.goodFeaturesToTrack(
+        grey, maxCorners=100, qualityLevel=0.04, minDistance=max(3.0, 0.06 * min(width, height))
+    )
     if corners is None or len(corners) == 0:
         return None
     points = corners.reshape(-1, 2)
@@ -53,7 +55,7 @@ def _entropy(grey: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def entropy_centre(grey: np.ndarray, steps: int = 16) -> Optional[Tuple[float, float]]:
+def entropy_centre(grey: np.ndarray, steps: int = 16) -> tuple[float, float] | None:
     """Centre of the square window (the crop) with the most entropy, sliding along the long axis."""
     height, width = grey.shape
     side = min(width, height)
@@ -72,7 +74,7 @@ def entropy_centre(grey: np.ndarray, steps: int = 16) -> Optional[Tuple[float, f
     return 0.5, (best_offset + side / 2) / height
 
 
-def focal_point(rgb: np.ndarray, faces: Sequence[RelBox] = ()) -> Tuple[float, float]:
+def focal_point(rgb: np.ndarray, faces: Sequence[RelBox] = ()) -> tuple[float, float]:
     """Weighted mean of the face, corner and entropy cues, as fractions of width and height."""
     grey = cv2.cvtColor(resize_long_side(rgb, 256), cv2.COLOR_RGB2GRAY)
     cues = []
@@ -93,7 +95,7 @@ def focal_point(rgb: np.ndarray, faces: Sequence[RelBox] = ()) -> Tuple[float, f
     return float(x), float(y)
 
 
-def _place(start: float, side: int, length: int, must_from: Optional[float], must_to: Optional[float]) -> int:
+def _place(start: float, side: int, length: int, must_from: float | None, must_to: float | None) -> int:
     """Window start along one axis: around `start`, moved to cover [must_from, must_to] if it fits."""
     position = start
     if must_from is not None and must_to is not None and must_to - must_from <= side:
@@ -109,7 +111,7 @@ def plan_crop(
     height: int,
     mode: str,
     size: int,
-    focal: Tuple[float, float] = (0.5, 0.5),
+    focal: tuple[float, float] = (0.5, 0.5),
     faces: Sequence[RelBox] = (),
 ) -> CropPlan:
     """The crop box and output size for `mode` (see CROP_MODES); never decides to drop."""
@@ -133,6 +135,10 @@ def plan_crop(
                 max(f[2] for f in faces) * width,
                 max(f[3] for f in faces) * height,
             )
-        left = _place(focal[0] * width - side / 2, side, width, union[0] if union else None, union[2] if union else None)
-        top = _place(focal[1] * height - side / 2, side, height, union[1] if union else None, union[3] if union else None)
+        left = _place(
+            focal[0] * width - side / 2, side, width, union[0] if union else None, union[2] if union else None
+        )
+        top = _place(
+            focal[1] * height - side / 2, side, height, union[1] if union else None, union[3] if union else None
+        )
     return CropPlan(box=(left, top, left + side, top + side), out_size=(size, size), scale=size / side)

@@ -14,11 +14,10 @@ The WebUI adds "activation text" to the prompt with the LoRA and uses "preferred
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from PIL import Image
 
@@ -37,7 +36,9 @@ def resolve_epoch(text: str, evidence: Evidence) -> int:
         return max(saved)
     if text == "best":
         if evidence.recommended is None:
-            raise UserInputError("There is no validation loss to pick 'best' by; look at the report's grid and give --epoch N.")
+            raise UserInputError(
+                "There is no validation loss to pick 'best' by; look at the report's grid and give --epoch N."
+            )
         return evidence.recommended
     try:
         epoch = int(text)
@@ -48,16 +49,20 @@ def resolve_epoch(text: str, evidence: Evidence) -> int:
     return epoch
 
 
-def lora_folder(webui: Optional[Path], lora_dir: Optional[Path]) -> Path:
+def lora_folder(webui: Path | None, lora_dir: Path | None) -> Path:
     if lora_dir is not None:
         if not lora_dir.is_dir():
-            raise UserInputError(f"Lora folder {lora_dir} does not exist; give the folder the WebUI's --lora-dir points at.")
+            raise UserInputError(
+                f"Lora folder {lora_dir} does not exist; give the folder the WebUI's --lora-dir points at."
+            )
         return lora_dir
     if webui is None:
         raise UserInputError("Give the WebUI folder with --webui DIR (or its Lora folder with --lora-dir).")
     markers = ("webui.py", "launch.py", "models")
     if not webui.is_dir() or not any((webui / m).exists() for m in markers):
-        raise UserInputError(f"{webui} does not look like a Stable Diffusion WebUI folder (no webui.py, launch.py or models/).")
+        raise UserInputError(
+            f"{webui} does not look like a Stable Diffusion WebUI folder (no webui.py, launch.py or models/)."
+        )
     return webui / "models" / "Lora"
 
 
@@ -67,13 +72,14 @@ def safe_file_name(name: str) -> str:
     return name
 
 
-def card_metadata(run: Run, evidence: Evidence, epoch: int, weight: float) -> Dict[str, Any]:
+def card_metadata(run: Run, evidence: Evidence, epoch: int, weight: float) -> dict[str, Any]:
     row = evidence.row(epoch)
     assert row is not None and row.file is not None
     val = f", validation loss {row.val_loss:.4f}" if row.val_loss is not None else ""
     total = run.train.max_train_epochs
     return {
-        "description": f"{run.trigger}: LoRA trained with Vidstyle from presets {', '.join(run.meta.get('presets', []))}.",
+        "description": f"{run.trigger}: LoRA trained with Vidstyle from presets "
+        f"{', '.join(run.meta.get('presets', []))}.",
         "sd version": run.family.webui_sd_version,
         "activation text": run.trigger,
         "preferred weight": weight,
@@ -86,27 +92,21 @@ def card_metadata(run: Run, evidence: Evidence, epoch: int, weight: float) -> Di
 
 
 def _copy(source: Path, target: Path) -> None:
+    # atomic_path gives its temp file the mode a plain open() would (0666 minus the umask), and
+    # copyfile/save/write_text keep it: a WebUI running as another user can read what we install
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        _readable(tmp)
-
-
-def _readable(path: Path) -> None:
-    """Temp files are created 0600; the WebUI may run as another user, so use the usual umask mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def install_lora(
     run_dir: Path,
     epoch: str,
-    webui: Optional[Path] = None,
-    lora_dir: Optional[Path] = None,
-    name: Optional[str] = None,
-    weight: Optional[float] = None,
+    webui: Path | None = None,
+    lora_dir: Path | None = None,
+    name: str | None = None,
+    weight: float | None = None,
     force: bool = False,
-) -> List[Path]:
+) -> list[Path]:
     run = load_run(run_dir)
     evidence = gather(run)
     epoch_no = resolve_epoch(str(epoch), evidence)
@@ -120,7 +120,9 @@ def install_lora(
     targets = [folder / f"{stem}.safetensors", folder / f"{stem}.preview.png", folder / f"{stem}.json"]
     existing = [p.name for p in targets if p.exists()]
     if existing and not force:
-        raise UserInputError(f"{', '.join(existing)} already exist in {folder}; add --force to replace them or choose --name.")
+        raise UserInputError(
+            f"{', '.join(existing)} already exist in {folder}; add --force to replace them or choose --name."
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -131,10 +133,11 @@ def install_lora(
     if preview is not None:
         with Image.open(preview) as image, atomic_path(targets[1]) as tmp:
             image.convert("RGB").save(tmp, format="PNG")
-            _readable(tmp)
         written.append(targets[1])
     with atomic_path(targets[2]) as tmp:
-        tmp.write_text(json.dumps(card_metadata(run, evidence, epoch_no, weight), indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
-        _readable(tmp)
+        tmp.write_text(
+            json.dumps(card_metadata(run, evidence, epoch_no, weight), indent=4, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
     written.append(targets[2])
     return written

@@ -25,15 +25,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, TextIO, Tuple
+from typing import TextIO
 
 from vidstyle.atomic import write_text
 from vidstyle.errors import Cancelled, ModelNotFoundError, PreflightError, UserInputError, VidstyleError
 
+from .accelerate_config import check_accelerate_config
 from .progress import LogParser, LossGuard, Progress
-from .run import Run, is_hub_id, list_images, load_run
+from .run import Run, is_hub_id, list_images, load_run, update_meta
 from .sdscripts import SdScripts, check_support, find_sd_scripts
 
 LAUNCHERS = ("accelerate", "python")
@@ -52,7 +54,7 @@ class TrainingError(VidstyleError):
 # --------------------------------------------------------------------------- argv
 
 
-def launcher_prefix(python: str) -> List[str]:
+def launcher_prefix(python: str) -> list[str]:
     """`accelerate launch` of the given Python's environment (its console script when present)."""
     bindir = Path(python).parent
     for name in ("accelerate", "accelerate.exe"):
@@ -67,11 +69,16 @@ def build_argv(
     mixed_precision: str = "no",
     gpus: int = 1,
     launcher: str = "accelerate",
-    python: Optional[str] = None,
-    resume: Optional[Path] = None,
-    gpu_ids: Optional[str] = None,
-) -> List[str]:
-    """The trainer's argv. Multi-GPU goes through accelerate's own options, never a shell."""
+    python: str | None = None,
+    resume: Path | None = None,
+    gpu_ids: str | None = None,
+    accelerate_config: Path | None = None,
+) -> list[str]:
+    """The trainer's argv. Multi-GPU goes through accelerate's own options, never a shell.
+
+    `accelerate_config` (checked by trainer.accelerate_config): its file decides machines and
+    processes, so the options that would override it are left out.
+    """
     if gpus < 1:
         raise UserInputError(f"--gpus must be at least 1, not {gpus}.")
     if launcher not in LAUNCHERS:
@@ -83,8 +90,27 @@ def build_argv(
     if launcher == "python":
         if gpus > 1:
             raise UserInputError("--launcher python runs one process; use the accelerate launcher for several GPUs.")
+        if accelerate_config is not None:
+            raise UserInputError(
+                "--launcher python runs one process without accelerate; use the accelerate launcher "
+                "with --accelerate-config."
+            )
         return [python, *tail]
     argv = launcher_prefix(python)
+    if accelerate_config is not None:
+        if gpus > 1:
+            raise UserInputError("With --accelerate-config the file sets the GPUs (num_processes); leave out --gpus.")
+        argv += [
+            "--config_file",
+            str(accelerate_config),
+            "--num_cpu_threads_per_process",
+            "1",
+            "--mixed_precision",
+            mixed_precision,
+            "--dynamo_backend",
+            "no",
+        ]
+        return argv + (["--gpu_ids", gpu_ids] if gpu_ids else []) + tail
     # one CPU thread per process: sd-scripts' docs launch with it; more threads only contend
     argv += ["--num_cpu_threads_per_process", "1", "--mixed_precision", mixed_precision]
     argv += ["--num_processes", str(gpus), "--num_machines", "1", "--dynamo_backend", "no"]
@@ -108,7 +134,7 @@ def command_text(argv: Sequence[str]) -> str:
 STATE_DIR = re.compile(r"-(?:(?:\d{6}|step\d{8})-)?state")
 
 
-def latest_state(run: Run) -> Optional[Path]:
+def latest_state(run: Run) -> Path | None:
     """The newest state folder sd-scripts saved ({name}-000003-state, {name}-step00000100-state, {name}-state)."""
     if not run.output_dir.is_dir():
         return None
@@ -120,13 +146,13 @@ def latest_state(run: Run) -> Optional[Path]:
     return max(states, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def trained_files(run: Run) -> List[Path]:
+def trained_files(run: Run) -> list[Path]:
     if not run.output_dir.is_dir():
         return []
     return sorted(run.output_dir.glob(f"{run.output_name}*.safetensors"))
 
 
-def sample_files(run: Run) -> List[str]:
+def sample_files(run: Run) -> list[str]:
     return [p.name for p in list_images(run.output_dir / "sample")]
 
 
@@ -138,7 +164,7 @@ def resume_step(state: Path) -> int:
         return 0
 
 
-def read_progress(run_dir: Path) -> Optional[Progress]:
+def read_progress(run_dir: Path) -> Progress | None:
     try:
         data = json.loads((run_dir / PROGRESS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -161,28 +187,43 @@ def write_progress(run_dir: Path, progress: Progress) -> None:
 def preflight(run: Run) -> None:
     model = run.train.pretrained_model_name_or_path
     if not is_hub_id(model) and not Path(model).exists():
-        raise ModelNotFoundError(f"The base checkpoint {model} does not exist; fix pretrained_model_name_or_path in {run.dir / 'config.toml'}.")
+        raise ModelNotFoundError(
+            f"The base checkpoint {model} does not exist; fix pretrained_model_name_or_path in "
+            f"{run.dir / 'config.toml'}."
+        )
     for ds in run.dataset.datasets:
         for sub in ds.subsets:
             if not list_images(Path(sub.image_dir)):
-                raise UserInputError(f"No images in {sub.image_dir} (named in dataset.toml); prepare the dataset again or fix image_dir.")
+                raise UserInputError(
+                    f"No images in {sub.image_dir} (named in dataset.toml); prepare the dataset again or fix image_dir."
+                )
 
 
 @dataclass
 class LaunchOptions:
-    sd_scripts: Optional[str] = None
+    sd_scripts: str | None = None
     gpus: int = 1
-    gpu_ids: Optional[str] = None
-    launcher: Optional[str] = None
-    python: Optional[str] = None
+    gpu_ids: str | None = None
+    launcher: str | None = None
+    python: str | None = None
     resume: bool = False
     restart: bool = False
     loss_factor: float = 4.0
     show_bar: bool = True
     stop_grace: float = 30.0
+    accelerate_config: str | None = None  # multi-node: accelerate's own config file
 
 
-def prepare_launch(run: Run, options: LaunchOptions) -> Tuple[SdScripts, List[str], Optional[Path]]:
+def trainer_python(sd: SdScripts | None, option: str | None = None) -> str:
+    """The Python that runs sd-scripts: --python, else the checkout's own venv, else ours."""
+    if option:
+        return option
+    own = sd.python() if sd is not None else None
+    return str(own) if own else sys.executable
+
+
+def prepare_launch(run: Run, options: LaunchOptions) -> tuple[SdScripts, list[str], Path | None]:
+    accelerate_config = check_accelerate_config(Path(options.accelerate_config)) if options.accelerate_config else None
     sd = find_sd_scripts(options.sd_scripts, run.family.script)
     check_support(sd, run.train, run.dataset)
     preflight(run)
@@ -191,15 +232,19 @@ def prepare_launch(run: Run, options: LaunchOptions) -> Tuple[SdScripts, List[st
         state = latest_state(run)
         if state is None:
             raise UserInputError(
-                f"Nothing to resume in {run.output_dir}: no saved state folder (set save_state = true, as the presets do); start without --resume."
+                f"Nothing to resume in {run.output_dir}: no saved state folder (set save_state = true, as the presets "
+                "do); start without --resume."
             )
     elif trained_files(run) and not options.restart:
-        raise UserInputError(f"{run.dir} already has trained LoRAs; continue with --resume, or start over with --restart (overwrites them).")
+        raise UserInputError(
+            f"{run.dir} already has trained LoRAs; continue with --resume, or start over with --restart (overwrites "
+            "them)."
+        )
     launcher = options.launcher or os.environ.get(LAUNCHER_ENV) or "accelerate"
-    python = options.python or (str(sd.python()) if sd.python() else sys.executable)
+    python = trainer_python(sd, options.python)
     argv = build_argv(
         sd.script(run.family.script), run.dir / "config.toml", run.train.mixed_precision or "no",
-        options.gpus, launcher, python, state, options.gpu_ids,
+        options.gpus, launcher, python, state, options.gpu_ids, accelerate_config,
     )  # fmt: skip
     return sd, argv, state
 
@@ -218,10 +263,18 @@ class Trainer:
             kwargs["start_new_session"] = True
         try:
             self.proc = subprocess.Popen(
-                list(argv), cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
+                list(argv),
+                cwd=str(cwd),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **kwargs,
             )
         except OSError as exc:
-            raise PreflightError(f"Cannot start {argv[0]}: {exc.strerror}; check that sd-scripts' Python environment is installed.") from None
+            raise PreflightError(
+                f"Cannot start {argv[0]}: {exc.strerror}; check that sd-scripts' Python environment is installed."
+            ) from None
         self._stopping = threading.Event()
 
     def signal(self, sig: int) -> None:
@@ -266,31 +319,49 @@ class Trainer:
 
 # --------------------------------------------------------------------------- hints
 
-HINTS: Sequence[Tuple["re.Pattern[str]", str]] = (
-    (re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory"),
-     "The GPU ran out of memory: use a smaller GPU overlay (--gpu 8gb), or --set dataset.batch_size=1 --set gradient_checkpointing=true, or a lower resolution."),
-    (re.compile(r"model is not found as a file or in Hugging Face|is not a valid model identifier|No such file or directory: .*\.(safetensors|ckpt)"),
-     "sd-scripts cannot find the base checkpoint: check pretrained_model_name_or_path in config.toml (or run `trainer config` again with --model)."),
-    (re.compile(r"extra keys not allowed|Invalid user config|voluptuous"),
-     "sd-scripts rejected dataset.toml: a key is misspelled or at the wrong level (see the line above); run `trainer config` again or fix that key."),
-    (re.compile(r"No data found"),
-     "sd-scripts found no training images: check image_dir in dataset.toml."),
-    (re.compile(r"bitsandbytes"),
-     "The 8-bit optimizer needs bitsandbytes: pip install bitsandbytes in sd-scripts' environment, or --set optimizer_type=AdamW."),
-    (re.compile(r"No module named"),
-     "sd-scripts' requirements are missing in the Python that ran it: activate its venv and pip install -r requirements.txt (or pass --python)."),
-    (re.compile(r"NCCL|ProcessGroup|torch\.distributed|DistNetworkError"),
-     "Multi-GPU start-up failed: check `accelerate config` and that --gpus matches your GPUs, or train on one GPU."),
-    (re.compile(r"xformers"),
-     "xformers is not usable here: --set xformers=false --set sdpa=true."),
-)  # fmt: skip
+HINTS: Sequence[tuple[re.Pattern[str], str]] = (
+    (
+        re.compile(r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory"),
+        "The GPU ran out of memory: use a smaller GPU overlay (--gpu 8gb), or --set dataset.batch_size=1 --set "
+        "gradient_checkpointing=true, or a lower resolution.",
+    ),
+    (
+        re.compile(
+            r"model is not found as a file or in Hugging Face|is not a valid model identifier|No such file or "
+            r"directory: .*\.(safetensors|ckpt)"
+        ),
+        "sd-scripts cannot find the base checkpoint: check pretrained_model_name_or_path in config.toml (or run "
+        "`trainer config` again with --model).",
+    ),
+    (
+        re.compile(r"extra keys not allowed|Invalid user config|voluptuous"),
+        "sd-scripts rejected dataset.toml: a key is misspelled or at the wrong level (see the line above); run "
+        "`trainer config` again or fix that key.",
+    ),
+    (re.compile(r"No data found"), "sd-scripts found no training images: check image_dir in dataset.toml."),
+    (
+        re.compile(r"bitsandbytes"),
+        "The 8-bit optimizer needs bitsandbytes: pip install bitsandbytes in sd-scripts' environment, or --set "
+        "optimizer_type=AdamW.",
+    ),
+    (
+        re.compile(r"No module named"),
+        "sd-scripts' requirements are missing in the Python that ran it: activate its venv and pip install -r "
+        "requirements.txt (or pass --python).",
+    ),
+    (
+        re.compile(r"NCCL|ProcessGroup|torch\.distributed|DistNetworkError"),
+        "Multi-GPU start-up failed: check `accelerate config` and that --gpus matches your GPUs, or train on one GPU.",
+    ),
+    (re.compile(r"xformers"), "xformers is not usable here: --set xformers=false --set sdpa=true."),
+)
 NAN_HINT = (
     "Lower the learning rate (unet_lr 1e-4 or less), keep network_alpha at most network_dim/2, "
     "and use bf16 (SDXL: no_half_vae = true); then start again with --restart."
 )
 
 
-def hint_for(lines: Sequence[str]) -> Optional[str]:
+def hint_for(lines: Sequence[str]) -> str | None:
     text = "\n".join(lines)
     for pattern, hint in HINTS:
         if pattern.search(text):
@@ -298,13 +369,24 @@ def hint_for(lines: Sequence[str]) -> Optional[str]:
     return None
 
 
-def relevant_lines(parser: LogParser, count: int = 15) -> List[str]:
-    """The end of the log without progress-bar noise: the traceback and error lines."""
+def _is_launcher_wrapper(block: Sequence[str]) -> bool:
+    """accelerate launch re-raises a failed child as its own CalledProcessError traceback,
+    printed after the child's; that one names only the command, never the cause."""
+    return any(line.startswith("subprocess.CalledProcessError") for line in block) and any(
+        "accelerate" in line for line in block
+    )
+
+
+def relevant_lines(parser: LogParser, count: int = 15) -> list[str]:
+    """The end of the log without progress-bar noise: the traceback that holds the cause."""
     lines = list(parser.lines)
-    for index in range(len(lines) - 1, -1, -1):
-        if lines[index].startswith("Traceback"):
-            return lines[index:][-count:]
-    return lines[-count:]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    ends = starts[1:] + [len(lines)]
+    for start, end in reversed(list(zip(starts, ends, strict=False))):
+        block = lines[start:end]
+        if not _is_launcher_wrapper(block):
+            return block[-count:]
+    return lines[starts[0] :][-count:] if starts else lines[-count:]
 
 
 # --------------------------------------------------------------------------- the run
@@ -371,9 +453,9 @@ def _child_env() -> dict:
 
 def train(
     run_dir: Path,
-    options: Optional[LaunchOptions] = None,
-    out: Optional[TextIO] = None,
-    on_progress: Optional[Callable[[Progress], None]] = None,
+    options: LaunchOptions | None = None,
+    out: TextIO | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Progress:
     """Run sd-scripts for RUN to the end; raise TrainingError / Cancelled when it does not finish.
 
@@ -385,10 +467,17 @@ def train(
         print(f"warning: {warning}", file=out)
     sd, argv, state = prepare_launch(run, options)
     write_text(run.dir / "command.txt", command_text(argv) + "\n")
+    update_meta(run.dir, argv=list(argv))  # run.json must name the command that really ran
     previous = read_progress(run.dir) if state else None
     offset = resume_step(state) if state else 0
     progress = previous or Progress(run_started_at=time.time())
-    progress.state, progress.phase, progress.message, progress.returncode, progress.errors = "starting", "starting", "", None, []
+    progress.state, progress.phase, progress.message, progress.returncode, progress.errors = (
+        "starting",
+        "starting",
+        "",
+        None,
+        [],
+    )
     progress.model_saved, progress.avr_loss, progress.best_loss = False, None, None
     progress.loss_history = [(s, v) for s, v in progress.loss_history if s <= offset]
     parser = LogParser(progress, step_offset=offset)
@@ -399,63 +488,149 @@ def train(
     return _finish(run, parser, outcome, out)
 
 
+def _empty_subset_notes(run: Run, parser: LogParser, display: _Display) -> list[str]:
+    """sd-scripts v0.10.1 builds a training copy of every [[datasets]] entry
+    (config_util.generate_dataset_group_by_blueprint), so DATASET/val held out whole
+    (validation_split = 1.0) always logs "ignore subset ... no images found". The only quiet
+    layout, a split of the training folder, would let sd-scripts' shuffle pick the validation
+    images instead of prep. So train.log says, right below that line, that it is expected; any
+    other empty folder is a real problem and is shown on the console."""
+    path = parser.empty_subsets[-1]
+    held_out = {p.resolve() for p in run.validation_only_dirs}
+    if Path(path).resolve() in held_out:
+        return [
+            f"[vidstyle] expected: {path} holds the held-out validation images (validation_split = 1.0); "
+            "sd-scripts also builds an empty training copy of that dataset, hence the line above and an empty "
+            "'Dataset 1' in its summary. Nothing is wrong.\n"
+        ]
+    display.note(f"warning: sd-scripts found no images in {path} and skips it; check image_dir in dataset.toml.")
+    return []
+
+
+def _line_end(chunk: bytes, marker: bytes) -> int:
+    """Offset just past the newline that ends the line holding `marker` (or, when the marker
+    came in an earlier chunk, the first newline here); -1 if this chunk ends no line."""
+    found = chunk.find(marker)
+    newline = chunk.find(b"\n", max(found, 0))
+    return newline + 1 if newline >= 0 else -1
+
+
+class _ProgressFile:
+    """Writes progress.json at most every WRITE_INTERVAL while steps stream in, yet never
+    leaves it staler than that: a change held back by the interval is written by a timer even
+    when sd-scripts prints nothing more for a while (a slow step, sampling, saving).
+
+    The parser mutates `progress` under `lock`; the timer writes under it too."""
+
+    def __init__(
+        self, run: Run, progress: Progress, started: float, on_progress: Callable[[Progress], None] | None
+    ) -> None:
+        self.lock = threading.Lock()
+        self._run, self._progress, self._started, self._on_progress = run, progress, started, on_progress
+        self._last = 0.0
+        self._dirty = False
+        self._timer: threading.Timer | None = None
+
+    def changed(self, urgent: bool) -> None:
+        """Call with `lock` held, after `progress` changed."""
+        self._dirty = True
+        wait = WRITE_INTERVAL - (time.time() - self._last)
+        if urgent or wait <= 0:
+            self._write()
+        elif self._timer is None:
+            self._timer = threading.Timer(wait, self._write_late)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _write_late(self) -> None:
+        with self.lock:
+            self._timer = None
+            if self._dirty:
+                self._write()
+
+    def _write(self) -> None:
+        now = time.time()
+        self._progress.elapsed_seconds = now - self._started
+        self._progress.samples = sample_files(self._run)
+        write_progress(self._run.dir, self._progress)
+        self._last, self._dirty = now, False
+        if self._on_progress:
+            self._on_progress(self._progress)
+
+    def close(self) -> None:
+        """No late write after this: the caller writes the final state itself."""
+        with self.lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._dirty = False
+
+
 @dataclass
 class _Outcome:
     returncode: int
     user_stop: bool
-    stop_reason: Optional[str]
+    stop_reason: str | None
     started: float
 
 
 def _stream(
     run: Run,
-    argv: List[str],
+    argv: list[str],
     sd: SdScripts,
     parser: LogParser,
     guard: LossGuard,
     options: LaunchOptions,
     out: TextIO,
-    on_progress: Optional[Callable[[Progress], None]],
+    on_progress: Callable[[Progress], None] | None,
 ) -> _Outcome:
     progress = parser.progress
     started = time.time()
     display = _Display(options.show_bar, out)
     parser.on_event = display.event
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    user_stop, stop_reason, last_write = False, None, 0.0
+    user_stop, stop_reason = False, None
+    log_notes: list[str] = []
+    progress_file = _ProgressFile(run, progress, started, on_progress)
     with open(run.dir / LOG_FILE, "ab") as log:
-        log.write(f"\n==== vidstyle launch {time.strftime('%Y-%m-%d %H:%M:%S')}: {command_text(argv)}\n".encode("utf-8"))
+        log.write(f"\n==== vidstyle launch {time.strftime('%Y-%m-%d %H:%M:%S')}: {command_text(argv)}\n".encode())
         trainer = Trainer(argv, sd.root, _child_env())
-        progress.pid = trainer.proc.pid
-        write_progress(run.dir, progress)
+        with progress_file.lock:
+            progress.pid = trainer.proc.pid
+            progress_file.changed(urgent=True)
         while True:
             try:
                 chunk = trainer.read()
                 if not chunk:
                     break
-                log.write(chunk)
+                with progress_file.lock:
+                    events = parser.feed(decoder.decode(chunk))
+                    reason = guard.check(progress) if stop_reason is None and not user_stop else None
+                    if events:
+                        progress_file.changed(urgent=bool(set(events) - {"step", "loss", "val_loss"}))
+                if "empty_subset" in events:
+                    log_notes += _empty_subset_notes(run, parser, display)
+                cut = _line_end(chunk, b"no images found") if log_notes else -1
+                if cut >= 0:  # our note goes right below the line it explains, never inside a line
+                    log.write(chunk[:cut] + "".join(log_notes).encode("utf-8") + chunk[cut:])
+                    log_notes = []
+                else:
+                    log.write(chunk)
                 log.flush()
-                events = parser.feed(decoder.decode(chunk))
-                reason = guard.check(progress) if stop_reason is None and not user_stop else None
                 if reason:
                     stop_reason = reason
                     display.note(f"stopping early: {reason}")
                     trainer.stop(options.stop_grace)
-                now = time.time()
-                if events and (now - last_write >= WRITE_INTERVAL or set(events) - {"step", "loss", "val_loss"}):
-                    progress.elapsed_seconds = now - started
-                    progress.samples = sample_files(run)
-                    write_progress(run.dir, progress)
-                    last_write = now
-                    if on_progress:
-                        on_progress(progress)
                 display.update(progress)
             except KeyboardInterrupt:
                 user_stop = True
                 display.note("stopping the trainer (Ctrl-C again to kill it)...")
                 trainer.stop(options.stop_grace)
-        parser.feed(decoder.decode(b"", final=True))
-        parser.flush()
+        with progress_file.lock:
+            parser.feed(decoder.decode(b"", final=True))
+            parser.flush()
+        log.write("".join(log_notes).encode("utf-8"))
+        progress_file.close()
         returncode = trainer.wait()
     display.close()
     progress.elapsed_seconds = time.time() - started
@@ -469,7 +644,11 @@ def _finish(run: Run, parser: LogParser, outcome: _Outcome, out: TextIO) -> Prog
     if outcome.returncode == 0 and not outcome.user_stop and not outcome.stop_reason and progress.model_saved:
         progress.state, progress.message = "finished", "training finished"
         write_progress(run.dir, progress)
-        print(f"done: {len(progress.checkpoints)} LoRA files in {run.output_dir}; next: python -m trainer report {run.dir}", file=out)
+        print(
+            f"done: {len(progress.checkpoints)} LoRA files in {run.output_dir}; next: python -m trainer report "
+            f"{run.dir}",
+            file=out,
+        )
         return progress
     if outcome.stop_reason:
         progress.state, progress.message = "failed", f"stopped early: {outcome.stop_reason}"
@@ -481,7 +660,9 @@ def _finish(run: Run, parser: LogParser, outcome: _Outcome, out: TextIO) -> Prog
         resume = " --resume" if latest_state(run) else " --restart"
         raise Cancelled(f"Training stopped; continue with `python -m trainer train {run.dir}{resume}`.")
     lines = relevant_lines(parser)
-    hint = hint_for(lines + progress.errors) or "See the lines above and the full log in " + str(run.dir / LOG_FILE) + "."
+    hint = (
+        hint_for(lines + progress.errors) or "See the lines above and the full log in " + str(run.dir / LOG_FILE) + "."
+    )
     progress.state = "failed"
     progress.message = f"sd-scripts exited with code {outcome.returncode}"
     write_progress(run.dir, progress)

@@ -16,8 +16,9 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from vidstyle.errors import OutputError, UserInputError
 
@@ -29,7 +30,7 @@ DISPOSABLE_SUFFIXES = (".npz",)
 DISPOSABLE_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
-def read_manifest(folder: Path) -> Optional[Dict[str, Any]]:
+def read_manifest(folder: Path) -> dict[str, Any] | None:
     """prep.json of `folder` if prep wrote it, else None."""
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -38,7 +39,7 @@ def read_manifest(folder: Path) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
 
 
-def _files(folder: Path) -> List[str]:
+def _files(folder: Path) -> list[str]:
     return sorted(
         PurePosixPath(Path(dirpath, name).relative_to(folder)).as_posix()
         for dirpath, _, names in os.walk(folder)
@@ -68,7 +69,8 @@ def check_output_folder(out: Path, sources: Sequence[Path]) -> None:
     manifest = read_manifest(out)
     if manifest is None:
         raise OutputError(
-            f"{out} already holds other data (it has no prep.json from an earlier prep); choose a new or empty folder for --out."
+            f"{out} already holds other data (it has no prep.json from an earlier prep); choose a new or empty folder "
+            "for --out."
         )
     owned = set(manifest.get("outputs", [])) | {MANIFEST}
     foreign = [f for f in _files(out) if f not in owned and not _disposable(f)]
@@ -84,7 +86,9 @@ def make_staging(out: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.prep-", dir=out.parent))
     except OSError as exc:
-        raise OutputError(f"Cannot create a folder next to {out}: {exc.strerror}; choose a folder you can write to.") from exc
+        raise OutputError(
+            f"Cannot create a folder next to {out}: {exc.strerror}; choose a folder you can write to."
+        ) from exc
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -121,4 +125,6 @@ def replace_folder(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         reason = "it is in use by another program" if exc.errno in (errno.EBUSY, errno.EACCES) else exc.strerror
-        raise OutputError(f"Cannot put the new dataset at {out}: {reason}; close programs using it and run prep again.") from exc
+        raise OutputError(
+            f"Cannot put the new dataset at {out}: {reason}; close programs using it and run prep again."
+        ) from exc

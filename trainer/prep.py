@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from .dataset import PrepOptions, PrepResult, build_options, prepare
+from .dataset import PrepResult, prepare
+from .prep_options import PrepOptions, build_options
 
 # CLI flag -> (PrepOptions field, argparse keyword arguments). Flags whose meaning is the
 # negation of a field ("--keep-monochrome") store the inverted value.
-_FLAGS: List[tuple] = [
+_FLAGS: list[tuple] = [
     ("--out", "out", {"required": True, "metavar": "DATASET"}),
     ("--name", "name", {"required": True}),
     ("--trigger", "trigger", {"metavar": "WORD"}),
@@ -25,20 +26,26 @@ _FLAGS: List[tuple] = [
     ("--min-side", "min_side", {"type": int, "metavar": "PX"}),
     ("--no-dedupe", "dedupe", {"action": "store_false", "help": "Keep near-duplicates."}),
     ("--dedupe-threshold", "dedupe_threshold", {"type": int, "metavar": "BITS"}),
-    ("--keep-monochrome", "drop_monochrome", {"action": "store_false", "help": "Keep greyscale and single-tint images."}),
-    ("--blur-threshold", "blur_threshold", {"type": float, "metavar": "VAR"}),
+    (
+        "--keep-monochrome",
+        "drop_monochrome",
+        {"action": "store_false", "help": "Keep greyscale and single-tint images."},
+    ),
+    ("--blur-threshold", "blur_threshold", {"type": float, "metavar": "0-1"}),
     ("--no-face-filter", "face_filter", {"action": "store_false", "help": "Keep images however many faces they show."}),
     ("--max-faces", "max_faces", {"type": int, "metavar": "N"}),
     ("--face-detector", "face_detector", {"metavar": "auto|none|PATH"}),
     ("--exclude", "exclude", {"action": "append", "metavar": "PATTERN"}),
     ("--exclude-file", "exclude_file", {"metavar": "FILE"}),
     ("--max-pixels", "max_pixels", {"type": int, "metavar": "N"}),
-    ("--captions", "caption_source", {"choices": ["existing", "tags", "wd14", "none"]}),
+    ("--captions", "caption_source", {"choices": ["existing", "tags", "wd14", "webui", "none"]}),
     ("--caption-ext", "caption_ext", {"metavar": "EXT"}),
     ("--tags-dir", "tags_dir", {"metavar": "DIR"}),
     ("--tagger-model", "tagger_model", {"metavar": "MODEL.onnx"}),
     ("--tagger-threshold", "tagger_threshold", {"type": float, "metavar": "P"}),
     ("--tagger-character-threshold", "tagger_character_threshold", {"type": float, "metavar": "P"}),
+    ("--tagger", "tagger", {"metavar": "webui:URL"}),
+    ("--tagger-workers", "tagger_workers", {"type": int, "metavar": "N"}),
     ("--keep-underscores", "underscores_to_spaces", {"action": "store_false", "help": "Write tags as 'long_hair'."}),
     ("--prune", "prune", {"action": "append", "metavar": "TAGS"}),
     ("--prune-file", "prune_file", {"metavar": "FILE"}),
@@ -73,19 +80,25 @@ def register(subparsers: Any) -> None:
     for flag, field_name, kwargs in _FLAGS:
         kwargs = {"help": _help(field_name), **kwargs}
         parser.add_argument(flag, dest=field_name, default=argparse.SUPPRESS, **kwargs)
+    parser.add_argument(
+        "--webui-auth", metavar="USER:PASSWORD", default=None,
+        help="login of the WebUI tagger (its --api-auth); default $VIDSTYLE_WEBUI_AUTH. Never written to prep.json.",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", default=False, help="No progress bar.")
     parser.set_defaults(run=run)
 
 
 def options_from_args(args: argparse.Namespace) -> PrepOptions:
-    given: Dict[str, Any] = {
+    given: dict[str, Any] = {
         name: value for name, value in vars(args).items() if name in PrepOptions.__fields__ and value is not None
     }
     for list_field in ("prune", "keep_tags"):
         if list_field in given:  # "--prune 'brown hair, amber eyes'" is one natural way to type it
             given[list_field] = [part.strip() for item in given[list_field] for part in item.split(",") if part.strip()]
     if "caption_source" not in given:
-        if "tagger_model" in given:
+        if "tagger" in given:
+            given["caption_source"] = "webui"
+        elif "tagger_model" in given:
             given["caption_source"] = "wd14"
         elif "tags_dir" in given:
             given["caption_source"] = "tags"
@@ -97,7 +110,7 @@ class _Progress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.bars: Dict[str, Any] = {}
+        self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.quiet:
@@ -106,7 +119,9 @@ class _Progress:
 
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr, disable=None, leave=False)
+            bar = self.bars[stage] = tqdm(
+                total=total, desc=stage, unit="img", file=sys.stderr, disable=None, leave=False
+            )
         bar.update(done - bar.n)
 
     def close(self) -> None:
@@ -118,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     progress = _Progress(getattr(args, "quiet", False))
     try:
-        result = prepare(options, progress=progress)
+        result = prepare(options, progress=progress, webui_auth=getattr(args, "webui_auth", None))
     finally:
         progress.close()
     print(summary(result))
@@ -134,12 +149,16 @@ def summary(result: PrepResult) -> str:
         f"{counts['dropped']} dropped" + (f", {counts['ignored']} other files ignored" if counts["ignored"] else "")
     ]
     if counts["by_reason"]:
-        lines.append("  dropped: " + ", ".join(f"{code} {n}" for code, n in sorted(counts["by_reason"].items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "  dropped: "
+            + ", ".join(f"{code} {n}" for code, n in sorted(counts["by_reason"].items(), key=lambda kv: -kv[1]))
+        )
     suggestions = manifest["tags"]["suggested_prune"]
     if suggestions:
         action = "pruned" if manifest["options"]["prune_suggested"] else "add --prune-suggested to remove them"
         lines.append(
-            f"  tags in >= {manifest['options']['suggest_threshold']:.0%} of images (probably {dataset['trigger']}'s own "
+            f"  tags in >= {manifest['options']['suggest_threshold']:.0%} of images (probably {dataset['trigger']}'s "
+            "own "
             f"features; {action}):"
         )
         lines.append("    " + ", ".join(f"{s['tag']} {s['count']}/{counts['kept']}" for s in suggestions[:20]))
@@ -154,7 +173,7 @@ def summary(result: PrepResult) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run only this subcommand (handy when the other trainer commands are not installed)."""
     from vidstyle.errors import VidstyleError
 

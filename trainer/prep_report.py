@@ -9,21 +9,20 @@ options give the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from vidstyle.errors import UserInputError
 
 from . import __version__
 from .buckets import bucket_histogram
 from .outdir import FORMAT, read_manifest
+from .prep_options import PrepOptions
 from .sheets import Tile, write_sheets
 from .sources import SourceFile
 from .worker import FileResult
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .dataset import PrepOptions
 
 MANIFEST_VERSION = 1
 TARGET_STEPS_PER_EPOCH = 300  # images x repeats; sd-scripts users aim for 200-400
@@ -34,21 +33,23 @@ class Entry:
     """One source file and what happened to it."""
 
     source: SourceFile
-    result: Optional[FileResult] = None
+    result: FileResult | None = None
     status: str = "candidate"  # -> train | val | dropped | ignored
-    reasons: List[Tuple[str, str]] = field(default_factory=list)
-    duplicate_of: Optional[int] = None
-    duplicate_distance: Optional[int] = None
-    name: Optional[str] = None
-    output: Optional[str] = None
-    caption: Optional[str] = None
-    caption_from: Optional[str] = None
-    removed_tags: List[str] = field(default_factory=list)
-    tags: List[str] = field(default_factory=list)
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+    duplicate_of: int | None = None
+    duplicate_distance: int | None = None
+    name: str | None = None
+    output: str | None = None
+    caption: str | None = None
+    caption_from: str | None = None
+    removed_tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
 
-def write_contact_sheets(entries: Sequence[Entry], staging: Path, options: "PrepOptions") -> List[str]:
-    kept = sorted((e for e in entries if e.status in ("train", "val")), key=lambda e: (e.status != "train", e.name or ""))
+def write_contact_sheets(entries: Sequence[Entry], staging: Path, options: PrepOptions) -> list[str]:
+    kept = sorted(
+        (e for e in entries if e.status in ("train", "val")), key=lambda e: (e.status != "train", e.name or "")
+    )
     dropped = [e for e in entries if e.status == "dropped"]
     kept_tiles = [
         Tile(
@@ -59,19 +60,26 @@ def write_contact_sheets(entries: Sequence[Entry], staging: Path, options: "Prep
         for e in kept
     ]
     dropped_tiles = [
-        Tile(jpeg=e.result.source_tile if e.result else None, lines=[e.reasons[0][1], e.source.relative], accent=(210, 80, 70))
+        Tile(
+            jpeg=e.result.source_tile if e.result else None,
+            lines=[e.reasons[0][1], e.source.relative],
+            accent=(210, 80, 70),
+        )
         for e in dropped
     ]
     folder = staging / "sheets"
     train_count = sum(1 for e in kept if e.status == "train")
     written = write_sheets(
-        kept_tiles, f"{options.name}: kept {len(kept)} ({train_count} train, {len(kept) - train_count} val)", folder, "kept"
+        kept_tiles,
+        f"{options.name}: kept {len(kept)} ({train_count} train, {len(kept) - train_count} val)",
+        folder,
+        "kept",
     )
     written += write_sheets(dropped_tiles, f"{options.name}: dropped {len(dropped)}", folder, "dropped")
     return [p.relative_to(staging).as_posix() for p in written]
 
 
-def ignored_record(item: SourceFile) -> Dict[str, Any]:
+def ignored_record(item: SourceFile) -> dict[str, Any]:
     return {
         "source": str(item.path),
         "relative": item.relative,
@@ -81,12 +89,12 @@ def ignored_record(item: SourceFile) -> Dict[str, Any]:
     }
 
 
-def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
+def _rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _file_record(entry: Entry, entries: Sequence[Entry]) -> Dict[str, Any]:
-    record: Dict[str, Any] = {
+def _file_record(entry: Entry, entries: Sequence[Entry]) -> dict[str, Any]:
+    record: dict[str, Any] = {
         "source": str(entry.source.path),
         "relative": entry.source.relative,
         "status": entry.status,
@@ -111,7 +119,7 @@ def _file_record(entry: Entry, entries: Sequence[Entry]) -> Dict[str, Any]:
             record["measures"] = {
                 "phash": f"{result.phash:016x}",
                 "phash_mirror": f"{result.phash_mirror:016x}",
-                "sharpness": _rounded(result.sharpness, 1),
+                "sharpness": _rounded(result.sharpness, 3),
                 "chroma_p99": _rounded(result.colour.chroma_p99, 2) if result.colour else None,
                 "hue_spread": _rounded(result.colour.hue_spread, 2) if result.colour else None,
                 "coloured_fraction": _rounded(result.colour.coloured_fraction, 3) if result.colour else None,
@@ -141,19 +149,19 @@ def _file_record(entry: Entry, entries: Sequence[Entry]) -> Dict[str, Any]:
 
 
 def build_manifest(
-    options: "PrepOptions",
+    options: PrepOptions,
     entries: Sequence[Entry],
-    ignored: List[Dict[str, Any]],
-    tag_report: Dict[str, Any],
+    ignored: list[dict[str, Any]],
+    tag_report: dict[str, Any],
     train_dir: str,
     repeats: int,
     repeats_auto: bool,
-    notes: List[str],
-    outputs: List[str],
-) -> Dict[str, Any]:
+    notes: list[str],
+    outputs: list[str],
+) -> dict[str, Any]:
     kept = [e for e in entries if e.status in ("train", "val")]
     train = [e for e in kept if e.status == "train"]
-    by_reason: Dict[str, int] = {}
+    by_reason: dict[str, int] = {}
     for entry in entries:
         if entry.status == "dropped":
             by_reason[entry.reasons[0][0]] = by_reason.get(entry.reasons[0][0], 0) + 1
@@ -173,7 +181,7 @@ def build_manifest(
         )
     if upscaled:
         notes.append(f"{upscaled} images were upscaled to {options.size}x{options.size} (--allow-upscale).")
-    sizes = [tuple(e.result.plan.out_size) for e in kept if e.result and e.result.plan]
+    sizes = [e.result.plan.out_size for e in kept if e.result and e.result.plan]
     return {
         "format": FORMAT,
         "version": MANIFEST_VERSION,
@@ -219,11 +227,15 @@ def build_manifest(
     }
 
 
-def load_prep_manifest(dataset: Path) -> Dict[str, Any]:
+def load_prep_manifest(dataset: Path) -> dict[str, Any]:
     """prep.json of a dataset folder prep wrote; UserInputError if it is not one."""
     manifest = read_manifest(Path(dataset))
     if manifest is None:
-        raise UserInputError(f"{dataset} is not a dataset from `python -m trainer prep` (no prep.json); run prep first.")
+        raise UserInputError(
+            f"{dataset} is not a dataset from `python -m trainer prep` (no prep.json); run prep first."
+        )
     if manifest.get("version") != MANIFEST_VERSION:
-        raise UserInputError(f"{dataset}/prep.json has version {manifest.get('version')}; re-run prep with this trainer.")
+        raise UserInputError(
+            f"{dataset}/prep.json has version {manifest.get('version')}; re-run prep with this trainer."
+        )
     return manifest

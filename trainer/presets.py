@@ -20,14 +20,16 @@ overlays are merged over it in order; `--set` overrides are applied last. `--set
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from vidstyle.errors import SpecError, UserInputError
+from vidstyle.overrides import read_toml
 from vidstyle.spec import find_preset, presets_in
 
-from .config import FAMILIES, read_toml_file
+from .config_schema import FAMILIES
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
 TABLES = ("dataset", "subset", "train", "samples", "install")
@@ -38,16 +40,16 @@ GPU_SIZES = ("8gb", "12gb", "24gb")
 class PresetStack:
     """The merged result of one base preset, its overlays and the overrides."""
 
-    names: List[str]
+    names: list[str]
     family: str
     description: str
-    tables: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def table(self, name: str) -> Dict[str, Any]:
+    def table(self, name: str) -> dict[str, Any]:
         return self.tables.setdefault(name, {})
 
 
-def list_presets() -> List[str]:
+def list_presets() -> list[str]:
     return presets_in(PRESET_DIR)
 
 
@@ -55,12 +57,12 @@ def preset_path(name_or_path: str) -> Path:
     return find_preset(PRESET_DIR, name_or_path, what="training preset")
 
 
-def read_preset(name_or_path: str) -> Tuple[str, Dict[str, Any]]:
+def read_preset(name_or_path: str) -> tuple[str, dict[str, Any]]:
     path = preset_path(name_or_path)
-    data = read_toml_file(path, "preset")
+    data = read_toml(path, "preset")
     meta = data.get("preset")
     if not isinstance(meta, dict) or meta.get("kind") not in ("base", "overlay"):
-        raise SpecError(f"Preset {path.name} needs a [preset] table with kind = \"base\" or \"overlay\".")
+        raise SpecError(f'Preset {path.name} needs a [preset] table with kind = "base" or "overlay".')
     allowed = {"preset", *TABLES, *FAMILIES}
     for key in data:
         if key not in allowed:
@@ -72,13 +74,13 @@ def read_preset(name_or_path: str) -> Tuple[str, Dict[str, Any]]:
     return path.stem, data
 
 
-def _merge_tables(target: Dict[str, Dict[str, Any]], source: Mapping[str, Any]) -> None:
+def _merge_tables(target: dict[str, dict[str, Any]], source: Mapping[str, Any]) -> None:
     for name in TABLES:
         for key, value in source.get(name, {}).items():
             target.setdefault(name, {})[key] = copy.deepcopy(value)
 
 
-def load_stack(presets: Sequence[str], gpu: Optional[str] = None) -> PresetStack:
+def load_stack(presets: Sequence[str], gpu: str | None = None) -> PresetStack:
     """Merge one base preset and its overlays (and `gpu-<size>` when given)."""
     names = list(presets)
     if gpu:
@@ -94,7 +96,9 @@ def load_stack(presets: Sequence[str], gpu: Optional[str] = None) -> PresetStack
     family = base["preset"].get("family")
     if family not in FAMILIES:
         raise SpecError(f"Preset {base_name}: family must be one of {', '.join(FAMILIES)}.")
-    stack = PresetStack(names=[n for n, _ in loaded], family=family, description=str(base["preset"].get("description", "")))
+    stack = PresetStack(
+        names=[n for n, _ in loaded], family=family, description=str(base["preset"].get("description", ""))
+    )
     for name, data in loaded:
         if data is not base and data["preset"]["kind"] != "overlay":
             raise UserInputError(f"Only one base preset can be used; '{name}' is a base preset too.")
@@ -103,22 +107,15 @@ def load_stack(presets: Sequence[str], gpu: Optional[str] = None) -> PresetStack
     return stack
 
 
-def split_override(text: str) -> Tuple[str, str]:
-    if "=" not in text:
-        raise UserInputError(f"--set expects key=value, not {text!r}.")
-    key, value = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise UserInputError(f"--set expects key=value, not {text!r}.")
-    return key, value.strip()
-
-
 def apply_override(stack: PresetStack, key: str, value: Any) -> None:
     """`KEY` goes to config.toml; `table.KEY` to one of the other tables."""
     if "." in key:
         table, name = key.split(".", 1)
         if table not in TABLES:
-            raise UserInputError(f"Unknown setting '{key}'; prefix keys with one of: {', '.join(t + '.' for t in TABLES)} or none for config.toml.")
+            raise UserInputError(
+                f"Unknown setting '{key}'; prefix keys with one of: {', '.join(t + '.' for t in TABLES)} or none for "
+                "config.toml."
+            )
         stack.table(table)[name] = value
         return
     stack.table("train")[key] = value

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TQDM = re.compile(
@@ -46,11 +47,14 @@ EPOCH_FILE = re.compile(r"-(\d{6})\.[A-Za-z]+$")
 STEP_FILE = re.compile(r"-step(\d{8})\.[A-Za-z]+$")
 SAMPLING = re.compile(r"generating sample images at step[^:]*:\s*(\d+)")
 DONE = re.compile(r"^model saved\.\s*$")
+# library/train_util.py DreamBoothDataset: a subset left without images (e.g. the training copy
+# sd-scripts builds of a validation-only dataset, validation_split = 1.0)
+EMPTY_SUBSET = re.compile(r"ignore subset with image_dir='(.+?)': no images found")
 ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Interrupt|Invalid)\b.*")
 MAX_HISTORY = 2000
 
 
-def parse_interval(text: str) -> Optional[float]:
+def parse_interval(text: str) -> float | None:
     """tqdm's [H:]MM:SS -> seconds; None for '?'."""
     parts = text.strip().split(":")
     try:
@@ -63,7 +67,7 @@ def parse_interval(text: str) -> Optional[float]:
     return float(seconds)
 
 
-def parse_rate(text: str) -> Optional[float]:
+def parse_rate(text: str) -> float | None:
     """'2.81it/s' or '3.50s/it' -> iterations per second."""
     match = re.match(r"\s*([\d.]+)\s*(it/s|s/it)", text)
     if not match:
@@ -74,14 +78,14 @@ def parse_rate(text: str) -> Optional[float]:
     return value
 
 
-def parse_number(text: str) -> Optional[float]:
+def parse_number(text: str) -> float | None:
     try:
         return float(text.strip())
     except ValueError:
         return None
 
 
-def parse_postfix(text: Optional[str]) -> Dict[str, str]:
+def parse_postfix(text: str | None) -> dict[str, str]:
     return {m.group(1).strip(): m.group(2).strip() for m in POSTFIX_ITEM.finditer(text or "")}
 
 
@@ -92,30 +96,30 @@ class Progress:
     state: str = "starting"  # starting | running | finished | failed | stopped
     phase: str = "starting"  # starting | caching | training | validating | sampling | done
     step: int = 0
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     epoch: int = 0
-    total_epochs: Optional[int] = None
-    avr_loss: Optional[float] = None
-    best_loss: Optional[float] = None
-    it_per_s: Optional[float] = None
-    eta_seconds: Optional[float] = None
-    elapsed_seconds: Optional[float] = None
-    train_images: Optional[int] = None
-    val_images: Optional[int] = None
-    batches_per_epoch: Optional[int] = None
-    checkpoints: List[Dict[str, Any]] = field(default_factory=list)
-    samples: List[str] = field(default_factory=list)
-    epochs: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
-    loss_history: List[Tuple[int, float]] = field(default_factory=list)
-    errors: List[str] = field(default_factory=list)
+    total_epochs: int | None = None
+    avr_loss: float | None = None
+    best_loss: float | None = None
+    it_per_s: float | None = None
+    eta_seconds: float | None = None
+    elapsed_seconds: float | None = None
+    train_images: int | None = None
+    val_images: int | None = None
+    batches_per_epoch: int | None = None
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    epochs: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     nan_latents: bool = False
     model_saved: bool = False
-    pid: Optional[int] = None  # the trainer process (its process group on POSIX)
-    run_started_at: Optional[float] = None  # wall time of the first launch of this training (kept on --resume)
+    pid: int | None = None  # the trainer process (its process group on POSIX)
+    run_started_at: float | None = None  # wall time of the first launch of this training (kept on --resume)
     message: str = ""
-    returncode: Optional[int] = None
+    returncode: int | None = None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["loss_history"] = [[s, _json_float(v)] for s, v in self.loss_history]
         for key in ("avr_loss", "best_loss"):
@@ -123,15 +127,22 @@ class Progress:
         data["epochs"] = {k: {n: _json_float(v) for n, v in e.items()} for k, e in self.epochs.items()}
         return data
 
-    def epoch_record(self, epoch: int) -> Dict[str, Optional[float]]:
+    def epoch_record(self, epoch: int) -> dict[str, float | None]:
         return self.epochs.setdefault(str(epoch), {"train_loss": None, "val_loss": None})
 
 
-def _json_float(value: Optional[float]) -> Any:
+def _json_float(value: float | None) -> Any:
     """JSON has no NaN; keep it readable as a string instead of writing invalid JSON."""
     if value is None or math.isfinite(value):
         return value
     return str(value)
+
+
+def _whole_bar(text: str) -> bool:
+    """Is this text exactly one complete tqdm redraw (and nothing else)?"""
+    line = ANSI.sub("", text).strip()
+    bar = TQDM.search(line)
+    return bar is not None and bar.start() == 0 and bar.end() == len(line)
 
 
 class LogParser:
@@ -139,39 +150,52 @@ class LogParser:
 
     def __init__(
         self,
-        progress: Optional[Progress] = None,
+        progress: Progress | None = None,
         keep_lines: int = 200,
         step_offset: int = 0,
-        on_event: Optional[Callable[[str, Progress], None]] = None,
+        on_event: Callable[[str, Progress], None] | None = None,
     ) -> None:
         self.progress = progress or Progress()
         self.step_offset = step_offset  # global step a resumed run starts from (sd-scripts restarts its count)
         self.on_event = on_event
-        self._header_total: Optional[int] = None
-        self.lines: Deque[str] = deque(maxlen=keep_lines)
+        self._header_total: int | None = None
+        self.lines: deque[str] = deque(maxlen=keep_lines)
         self._partial = ""
+        self._peeked: str | None = None
+        self.empty_subsets: list[str] = []  # image_dirs sd-scripts skipped for having no images
         self._val_epoch = 0
         self._val_last_n = -1
         self._in_traceback = False
 
-    def feed(self, chunk: str) -> List[str]:
+    def feed(self, chunk: str) -> list[str]:
         """Parse complete lines of `chunk`; returns one event name per interesting line."""
         text = self._partial + chunk
         pieces = re.split(r"\r\n|\r|\n", text)
         self._partial = pieces.pop()
         events = []
         for piece in pieces:
-            for event in self.parse_line(piece):
-                events.append(event)
-                if self.on_event:
-                    self.on_event(event, self.progress)
+            peeked, self._peeked = self._peeked, None
+            if piece == peeked:  # already read while it was the last, unfinished line
+                continue
+            events += self._emit(self.parse_line(piece))
+        # tqdm ends a redraw with no newline; the next \r only comes with the next redraw, which
+        # after a slow step may be minutes away. A complete bar is read now, not then.
+        if self._partial and self._partial != self._peeked and _whole_bar(self._partial):
+            self._peeked = self._partial
+            events += self._emit(self.parse_line(self._partial))
         return events
 
-    def flush(self) -> List[str]:
+    def _emit(self, events: list[str]) -> list[str]:
+        if self.on_event:
+            for event in events:
+                self.on_event(event, self.progress)
+        return events
+
+    def flush(self) -> list[str]:
         rest, self._partial = self._partial, ""
         return self.feed(rest + "\n") if rest else []
 
-    def parse_line(self, raw: str) -> List[str]:
+    def parse_line(self, raw: str) -> list[str]:
         """Events of one line. stdout and stderr share the pipe, so text can sit right before or
         after a tqdm bar that ended without a newline (e.g. a traceback after the last redraw)."""
         line = ANSI.sub("", raw).strip()
@@ -189,7 +213,7 @@ class LogParser:
 
     # -- tqdm bars
 
-    def _bar(self, bar: "re.Match[str]") -> Optional[str]:
+    def _bar(self, bar: re.Match[str]) -> str | None:
         desc = bar.group("desc").strip()
         n, total = int(bar.group("n")), int(bar.group("total"))
         postfix = parse_postfix(bar.group("postfix"))
@@ -199,7 +223,7 @@ class LogParser:
             return self._val_bar(desc, n, total, postfix)
         return None
 
-    def _train_bar(self, bar: "re.Match[str]", n: int, total: int, postfix: Dict[str, str]) -> str:
+    def _train_bar(self, bar: re.Match[str], n: int, total: int, postfix: dict[str, str]) -> str:
         p = self.progress
         p.state = "running"
         if p.phase != "done":
@@ -216,7 +240,11 @@ class LogParser:
         if loss is None:
             return "step"
         p.avr_loss = loss
-        if not p.loss_history or p.loss_history[-1][0] != p.step:
+        # sd-scripts draws each step twice: progress_bar.update(1) repeats the previous step's
+        # postfix, then set_postfix(avr_loss=...) shows this step's; the last line of a step wins
+        if p.loss_history and p.loss_history[-1][0] == p.step:
+            p.loss_history[-1] = (p.step, loss)
+        else:
             p.loss_history.append((p.step, loss))
             if len(p.loss_history) > MAX_HISTORY:
                 p.loss_history = p.loss_history[::2]
@@ -224,7 +252,7 @@ class LogParser:
             return "nan"
         return "loss"
 
-    def _val_bar(self, desc: str, n: int, total: int, postfix: Dict[str, str]) -> Optional[str]:
+    def _val_bar(self, desc: str, n: int, total: int, postfix: dict[str, str]) -> str | None:
         if desc != "epoch validation steps":
             return None
         p = self.progress
@@ -240,7 +268,7 @@ class LogParser:
 
     # -- plain lines
 
-    def _line(self, line: str) -> Optional[str]:
+    def _line(self, line: str) -> str | None:
         p = self.progress
         for key, pattern in HEADER.items():
             match = pattern.search(line)
@@ -274,6 +302,10 @@ class LogParser:
         if "NaN found in latents" in line:
             p.nan_latents = True
             return "nan_latents"
+        match = EMPTY_SUBSET.search(line)
+        if match:
+            self.empty_subsets.append(match.group(1))
+            return "empty_subset"
         return self._error(line)
 
     def _close_epoch(self) -> None:
@@ -287,7 +319,7 @@ class LogParser:
         name = path.replace("\\", "/").rsplit("/", 1)[-1]
         epoch_match, step_match = EPOCH_FILE.search(name), STEP_FILE.search(name)
         if epoch_match:
-            epoch: Optional[int] = int(epoch_match.group(1))
+            epoch: int | None = int(epoch_match.group(1))
         elif step_match:
             epoch = None
         else:
@@ -299,7 +331,7 @@ class LogParser:
         p.phase = "saving"
         return "checkpoint"
 
-    def _error(self, line: str) -> Optional[str]:
+    def _error(self, line: str) -> str | None:
         p = self.progress
         if line.startswith("Traceback (most recent call last)"):
             self._in_traceback = True
@@ -322,7 +354,7 @@ class LossGuard:
     factor: float = 4.0
     min_steps: int = 20
 
-    def check(self, progress: Progress) -> Optional[str]:
+    def check(self, progress: Progress) -> str | None:
         loss = progress.avr_loss
         if loss is None:
             return None
@@ -335,5 +367,8 @@ class LossGuard:
             progress.best_loss = loss
             return None
         if self.factor and loss > self.factor * progress.best_loss:
-            return f"the loss exploded to {loss:.4g} at step {progress.step} ({loss / progress.best_loss:.1f}x its best, {progress.best_loss:.4g})"
+            return (
+                f"the loss exploded to {loss:.4g} at step {progress.step} ({loss / progress.best_loss:.1f}x its "
+                f"best, {progress.best_loss:.4g})"
+            )
         return None

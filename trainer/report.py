@@ -18,7 +18,7 @@ import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -43,10 +43,10 @@ class Report:
     evidence: Evidence
 
     @property
-    def recommended(self) -> Optional[int]:
+    def recommended(self) -> int | None:
         return self.evidence.recommended
 
-    def table_rows(self) -> List[Dict[str, Any]]:
+    def table_rows(self) -> list[dict[str, Any]]:
         return [
             {
                 "epoch": r.epoch,
@@ -62,11 +62,14 @@ class Report:
     def recommendation_text(self) -> str:
         ev = self.evidence
         if self.recommended is None:
-            return "No recommendation: there is no validation loss for a saved epoch. Compare the rows of the sample grid."
+            return (
+                "No recommendation: there is no validation loss for a saved epoch. Compare the rows of the sample grid."
+            )
         row = ev.row(self.recommended)
         assert row is not None and row.val_loss is not None
         return (
-            f"Lowest validation loss: epoch {row.epoch} ({row.val_loss:.4f}, {row.file.name if row.file else 'no file'}). "
+            f"Lowest validation loss: epoch {row.epoch} ({row.val_loss:.4f}, "
+            f"{row.file.name if row.file else 'no file'}). "
             "Check its row in the grid against its neighbours before choosing; the loss is evidence, not a verdict."
         )
 
@@ -75,13 +78,14 @@ class Report:
         for row in self.table_rows():
             mark = " **(lowest val)**" if row["recommended"] else ""
             lines.append(
-                f"| {row['epoch']}{mark} | {_fmt(row['train_loss'])} | {_fmt(row['val_loss'])} | {row['file'] or '—'} | {row['samples']} |"
+                f"| {row['epoch']}{mark} | {_fmt(row['train_loss'])} | {_fmt(row['val_loss'])} | {row['file'] or '—'} "
+                f"| {row['samples']} |"
             )
         lines += ["", self.recommendation_text()]
         lines += [f"Note: {note}" for note in self.evidence.notes]
         return "\n".join(lines)
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         ev = self.evidence
         return {
             "run": str(ev.run.dir),
@@ -96,18 +100,18 @@ class Report:
         }
 
 
-def _finite(value: Optional[float]) -> Optional[float]:
+def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _fmt(value: Optional[float]) -> str:
+def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "—"
 
 
 # --------------------------------------------------------------------------- fonts
 
 
-def font(size: int) -> ImageFont.ImageFont:
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans from matplotlib (always installed with it) so text scales on Pillow 9.5 too."""
     try:
         from matplotlib import font_manager
@@ -117,12 +121,14 @@ def font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _text_width(draw: ImageDraw.ImageDraw, text: str, face: ImageFont.ImageFont) -> int:
+def _text_width(draw: ImageDraw.ImageDraw, text: str, face: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
     left, _, right, _ = draw.textbbox((0, 0), text, font=face)
     return right - left
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, face: ImageFont.ImageFont, width: int, max_lines: int) -> List[str]:
+def _wrap(
+    draw: ImageDraw.ImageDraw, text: str, face: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int, max_lines: int
+) -> list[str]:
     chars = max(8, int(width / max(1, _text_width(draw, "n", face))))
     lines = textwrap.wrap(text, width=chars, break_on_hyphens=False) or [""]
     if len(lines) > max_lines:
@@ -134,7 +140,7 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, face: ImageFont.ImageFont, width
 # --------------------------------------------------------------------------- grid
 
 
-def draw_grid(evidence: Evidence, path: Path, thumb: int = 192) -> Optional[Path]:
+def draw_grid(evidence: Evidence, path: Path, thumb: int = 192) -> Path | None:
     """Rows = epochs (0 = before training), columns = prompts; None when there are no samples."""
     rows = [r for r in evidence.rows if r.samples]
     if not rows:
@@ -172,8 +178,8 @@ def _draw_row(
     thumb: int,
     gap: int,
     marked: bool,
-    normal: ImageFont.ImageFont,
-    small: ImageFont.ImageFont,
+    normal: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    small: ImageFont.FreeTypeFont | ImageFont.ImageFont,
 ) -> None:
     right = LABEL_WIDTH + columns * (thumb + gap) + gap
     if marked:
@@ -195,7 +201,7 @@ def _draw_row(
             canvas.paste(cell, (x, top))
 
 
-def _thumbnail(path: Path, size: int) -> Optional[Image.Image]:
+def _thumbnail(path: Path, size: int) -> Image.Image | None:
     try:
         with Image.open(path) as image:
             return ImageOps.pad(image.convert("RGB"), (size, size), color=(235, 235, 235))
@@ -203,10 +209,21 @@ def _thumbnail(path: Path, size: int) -> Optional[Image.Image]:
         return None
 
 
-def _draw_side(draw: ImageDraw.ImageDraw, evidence: Evidence, x: int, top: int, normal: ImageFont.ImageFont, small: ImageFont.ImageFont) -> None:
+def _draw_side(
+    draw: ImageDraw.ImageDraw,
+    evidence: Evidence,
+    x: int,
+    top: int,
+    normal: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    small: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+) -> None:
     """The recommendation sits beside the grid, never in its place."""
     if evidence.recommended is None:
-        title, body = "No recommendation", "There is no validation loss. Judge the rows by eye: likeness, anatomy, and whether the prompt still works."
+        title, body = (
+            "No recommendation",
+            "There is no validation loss. Judge the rows by eye: likeness, anatomy, and whether the prompt still "
+            "works.",
+        )
     else:
         row = evidence.row(evidence.recommended)
         assert row is not None and row.val_loss is not None
@@ -225,7 +242,7 @@ def _draw_side(draw: ImageDraw.ImageDraw, evidence: Evidence, x: int, top: int, 
 # --------------------------------------------------------------------------- loss curves
 
 
-def draw_losses(evidence: Evidence, path: Path) -> Optional[Path]:
+def draw_losses(evidence: Evidence, path: Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -251,13 +268,23 @@ def draw_losses(evidence: Evidence, path: Path) -> Optional[Path]:
     return path
 
 
-def _epoch_axes(axes: Any, rows: List[EpochRow], recommended: Optional[int]) -> None:
+def _epoch_axes(axes: Any, rows: list[EpochRow], recommended: int | None) -> None:
     for attr, label, style in (("train_loss", "training", "o-"), ("val_loss", "validation", "s-")):
-        points = [(r.epoch, getattr(r, attr)) for r in rows if getattr(r, attr) is not None and math.isfinite(getattr(r, attr))]
+        points = [
+            (r.epoch, getattr(r, attr))
+            for r in rows
+            if getattr(r, attr) is not None and math.isfinite(getattr(r, attr))
+        ]
         if points:
             axes.plot([e for e, _ in points], [v for _, v in points], style, label=label)
     if recommended is not None:
-        axes.axvline(recommended, color="tab:green", linestyle="--", linewidth=1, label=f"lowest validation (epoch {recommended})")
+        axes.axvline(
+            recommended,
+            color="tab:green",
+            linestyle="--",
+            linewidth=1,
+            label=f"lowest validation (epoch {recommended})",
+        )
     axes.set(title="Loss by epoch", xlabel="epoch", ylabel="loss")
     if rows:
         axes.set_xticks(sorted({r.epoch for r in rows}))
@@ -267,11 +294,11 @@ def _epoch_axes(axes: Any, rows: List[EpochRow], recommended: Optional[int]) -> 
 # --------------------------------------------------------------------------- page
 
 
-def _html(report: Report, grid: Optional[Path], losses: Optional[Path]) -> str:
+def _html(report: Report, grid: Path | None, losses: Path | None) -> str:
     ev = report.evidence
     esc = html.escape
     rows = "".join(
-        f"<tr class=\"{'best' if r['recommended'] else ''}\"><td>{r['epoch']}</td><td>{_fmt(r['train_loss'])}</td>"
+        f'<tr class="{"best" if r["recommended"] else ""}"><td>{r["epoch"]}</td><td>{_fmt(r["train_loss"])}</td>'
         f"<td>{_fmt(r['val_loss'])}</td><td>{esc(r['file'] or '—')}</td><td>{r['samples']}</td></tr>"
         for r in report.table_rows()
     )
@@ -288,10 +315,12 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 tr.best {{ background: #fff4c8; font-weight: bold; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{esc(ev.run.output_name)} (trigger: {esc(ev.run.trigger)})</h1>
-<div class="side"><div>{grid_html}</div><aside><h2>Recommendation</h2><p>{esc(report.recommendation_text())}</p></aside></div>
+<div class="side"><div>{grid_html}</div>
+<aside><h2>Recommendation</h2><p>{esc(report.recommendation_text())}</p></aside></div>
 <h2>Losses</h2>{loss_html}
 <h2>Per epoch</h2>
-<table><tr><th>epoch</th><th>train loss</th><th>validation loss</th><th>LoRA file</th><th>samples</th></tr>{rows}</table>
+<table><tr><th>epoch</th><th>train loss</th><th>validation loss</th><th>LoRA file</th><th>samples</th></tr>
+{rows}</table>
 <p>Loss source: {esc(ev.source)}.</p><ul>{notes}</ul>
 </body></html>
 """
@@ -303,7 +332,9 @@ def build_report(run_dir: Path, thumb: int = 192) -> Report:
     run = load_run(run_dir)
     evidence = gather(run)
     if not evidence.rows:
-        raise UserInputError(f"{run.dir} has no trained epochs, samples or losses yet; run `python -m trainer train {run.dir}` first.")
+        raise UserInputError(
+            f"{run.dir} has no trained epochs, samples or losses yet; run `python -m trainer train {run.dir}` first."
+        )
     report = Report(run.dir / "report", evidence)
     report.dir.mkdir(parents=True, exist_ok=True)
     grid = draw_grid(evidence, report.dir / "grid.png", thumb)

@@ -18,29 +18,25 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from vidstyle.atomic import write_text
-from vidstyle.compat import BaseModel, Extra, Field, ValidationError, describe_validation_error
+from vidstyle.compat import BaseModel, Extra, Field, ValidationError
 from vidstyle.errors import JobStateError, ModelNotFoundError, SpecError, UserInputError
+from vidstyle.filenames import safe_name
+from vidstyle.overrides import describe_validation_error
+from vidstyle.safetensors_header import read_header
 
-from .config import (
-    DatasetConfig,
-    Family,
-    TrainArgs,
-    check_run,
-    get_family,
-    load_dataset_config,
-    load_train_args,
-    parse_dataset_config,
-    parse_train_args,
-    write_dataset_config,
-    write_train_args,
-)
+from .captions import parse_caption
+from .config import load_dataset_config, load_train_args, write_dataset_config, write_train_args
+from .config_checks import check_run
+from .config_errors import parse_dataset_config, parse_train_args
+from .config_schema import DatasetConfig, Family, TrainArgs, get_family
 from .presets import PresetStack
-from .safetensors_header import read_header
+from .sample_tags import CaptionStats, caption_stats, describe_fill, fill_prompt
 
 # sd-scripts' IMAGE_EXTENSIONS (without the optional avif/jxl plugins)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -65,20 +61,20 @@ class Concept:
 @dataclass
 class DatasetInfo:
     root: Path
-    concepts: List[Concept]
-    val_dir: Optional[Path]
+    concepts: list[Concept]
+    val_dir: Path | None
     val_images: int
     trigger: str
-    prep: Dict[str, Any] = field(default_factory=dict)
+    prep: dict[str, Any] = field(default_factory=dict)
 
 
-def list_images(folder: Path) -> List[Path]:
+def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _read_prep(root: Path) -> Dict[str, Any]:
+def _read_prep(root: Path) -> dict[str, Any]:
     """prep.json is optional and read defensively: a broken one is ignored, not fatal."""
     path = root / "prep.json"
     try:
@@ -88,18 +84,22 @@ def _read_prep(root: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _prep_text(prep: Dict[str, Any], section: str, key: str) -> Optional[str]:
+def _prep_text(prep: dict[str, Any], section: str, key: str) -> str | None:
     table = prep.get(section)
     value = table.get(key) if isinstance(table, dict) else None
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _prep_trigger(prep: Dict[str, Any]) -> Optional[str]:
+def _prep_trigger(prep: dict[str, Any]) -> str | None:
     """prep writes dataset.trigger; older or hand-made files may only have options.trigger/name."""
-    return _prep_text(prep, "dataset", "trigger") or _prep_text(prep, "options", "trigger") or _prep_text(prep, "options", "name")
+    return (
+        _prep_text(prep, "dataset", "trigger")
+        or _prep_text(prep, "options", "trigger")
+        or _prep_text(prep, "options", "name")
+    )
 
 
-def prep_resolution(info: "DatasetInfo") -> Optional[int]:
+def prep_resolution(info: DatasetInfo) -> int | None:
     for section, key in (("dataset", "resolution"), ("options", "size")):
         table = info.prep.get(section)
         value = table.get(key) if isinstance(table, dict) else None
@@ -123,7 +123,8 @@ def inspect_dataset(dataset_dir: Path) -> DatasetInfo:
             concepts.append(Concept(folder, int(match.group(1)), match.group(2), images))
     if not concepts:
         raise UserInputError(
-            f"No image folder named like '10_name' with images in {image_root}; prepare the dataset with `python -m trainer prep`."
+            f"No image folder named like '10_name' with images in {image_root}; prepare the dataset with `python -m "
+            "trainer prep`."
         )
     prep = _read_prep(root)
     trigger = _prep_trigger(prep) or concepts[0].name
@@ -132,7 +133,7 @@ def inspect_dataset(dataset_dir: Path) -> DatasetInfo:
     return DatasetInfo(root, concepts, val_dir if val_images else None, val_images, trigger.strip(), prep)
 
 
-def read_caption(image: Path, extension: str = ".txt") -> Optional[str]:
+def read_caption(image: Path, extension: str = ".txt") -> str | None:
     path = image.with_suffix(extension)
     try:
         return " ".join(path.read_text(encoding="utf-8").split())
@@ -158,7 +159,9 @@ def resolve_model(model: str, family: Family) -> str:
         return str(path.resolve())
     if is_hub_id(model):
         return model
-    raise ModelNotFoundError(f"Checkpoint {model} does not exist; give the path of a .safetensors/.ckpt file or a diffusers folder.")
+    raise ModelNotFoundError(
+        f"Checkpoint {model} does not exist; give the path of a .safetensors/.ckpt file or a diffusers folder."
+    )
 
 
 def is_hub_id(model: str) -> bool:
@@ -167,7 +170,7 @@ def is_hub_id(model: str) -> bool:
     return bool(re.match(r"^[\w.\-]+/[\w.\-]+$", model)) and not file_like and not Path(model).exists()
 
 
-def detect_family(path: Path) -> Optional[str]:
+def detect_family(path: Path) -> str | None:
     """Guess sd15 / sdxl / sd2 from tensor names (or a diffusers model_index.json); None if unsure."""
     if path.is_dir():
         try:
@@ -198,22 +201,24 @@ class SamplesSpec(BaseModel):
     class Config:
         extra = Extra.forbid
 
-    prompts: List[str] = Field(default_factory=lambda: ["{trigger}"], min_items=1)
+    prompts: list[str] = Field(default_factory=lambda: ["{trigger}"], min_items=1)
     negative: str = ""
-    width: Optional[int] = Field(None, ge=64, le=4096)
-    height: Optional[int] = Field(None, ge=64, le=4096)
-    steps: int = Field(28, ge=1, le=150)
-    cfg: float = Field(7.0, ge=1, le=30)
-    seed: int = Field(1234, ge=0)
-    sampler: Optional[str] = None
-    heldout: int = Field(2, ge=0, le=16, description="Prompts taken from held-out captions (images the LoRA never saw).")
+    width: int | None = Field(default=None, ge=64, le=4096)
+    height: int | None = Field(default=None, ge=64, le=4096)
+    steps: int = Field(default=28, ge=1, le=150)
+    cfg: float = Field(default=7.0, ge=1, le=30)
+    seed: int = Field(default=1234, ge=0)
+    sampler: str | None = None
+    heldout: int = Field(
+        default=2, ge=0, le=16, description="Prompts taken from held-out captions (images the LoRA never saw)."
+    )
 
 
 class InstallSpec(BaseModel):
     class Config:
         extra = Extra.forbid
 
-    preferred_weight: float = Field(0.8, ge=0, le=2)
+    preferred_weight: float = Field(default=0.8, ge=0, le=2)
 
 
 @dataclass
@@ -225,22 +230,33 @@ class SamplePrompt:
     seed: int
     steps: int
     cfg: float
-    sampler: Optional[str] = None
+    sampler: str | None = None
     source: str = "preset"
+    note: str = ""  # where the prompt came from: the comment above its line
 
     def line(self) -> str:
         parts = [self.prompt]
         if self.negative:
             parts.append(f"--n {self.negative}")
-        parts += [f"--w {self.width}", f"--h {self.height}", f"--d {self.seed}", f"--l {self.cfg:g}", f"--s {self.steps}"]
+        parts += [
+            f"--w {self.width}",
+            f"--h {self.height}",
+            f"--d {self.seed}",
+            f"--l {self.cfg:g}",
+            f"--s {self.steps}",
+        ]
         if self.sampler:
             parts.append(f"--ss {self.sampler}")
         return " ".join(parts)
 
 
 def _prompt_text(text: str) -> str:
-    # " --" starts an option in sd-scripts' prompt lines; a caption must not contain it
-    return " ".join(text.replace(" --", " -").split())
+    """One line of prompt text that sd-scripts reads as prompt only (train_util.line_to_prompt_dict
+    splits a line at " --"; load_prompts skips lines starting with "#"). Whitespace is normalised
+    first, since a tab or newline before "--" becomes a space; then every run of dashes after a
+    space is cut to one, so no " --" remains."""
+    flat = " ".join(text.split())
+    return re.sub(r" -{2,}", " -", flat).lstrip("#").strip()
 
 
 def _with_trigger(caption: str, trigger: str) -> str:
@@ -248,21 +264,50 @@ def _with_trigger(caption: str, trigger: str) -> str:
     return caption if trigger in tags else f"{trigger}, {caption}" if caption else trigger
 
 
-def build_sample_prompts(spec: SamplesSpec, family: Family, info: DatasetInfo) -> List[SamplePrompt]:
+def training_caption_stats(info: DatasetInfo) -> CaptionStats:
+    """Subject and frequent tags of the training captions (prep's prune suggestions count as features)."""
+    captions = [
+        parse_caption(text)
+        for c in info.concepts
+        for text in (read_caption(img) for img in list_images(c.image_dir))
+        if text
+    ]
+    tags = info.prep.get("tags")
+    suggested = tags.get("suggested_prune") if isinstance(tags, dict) else None
+    features = (
+        [s["tag"] for s in suggested if isinstance(s, dict) and isinstance(s.get("tag"), str)]
+        if isinstance(suggested, list)
+        else []
+    )
+    return caption_stats(captions, info.trigger, features)
+
+
+def build_sample_prompts(spec: SamplesSpec, family: Family, info: DatasetInfo) -> list[SamplePrompt]:
     width = spec.width or family.default_resolution
     height = spec.height or family.default_resolution
-    common = dict(negative=_prompt_text(spec.negative), width=width, height=height, steps=spec.steps, cfg=spec.cfg, sampler=spec.sampler)
-    prompts = [
-        SamplePrompt(prompt=_prompt_text(text.replace("{trigger}", info.trigger)), seed=spec.seed + i, **common)  # type: ignore[arg-type]
-        for i, text in enumerate(spec.prompts)
-    ]
-    captions = [c for c in (read_caption(img) for img in list_images(info.val_dir)) if c] if info.val_dir else []
-    for i, caption in enumerate(captions[: spec.heldout]):
+    common = dict(
+        negative=_prompt_text(spec.negative),
+        width=width,
+        height=height,
+        steps=spec.steps,
+        cfg=spec.cfg,
+        sampler=spec.sampler,
+    )
+    stats = training_caption_stats(info)
+    prompts = []
+    for i, text in enumerate(spec.prompts):
+        filled = describe_fill(text, stats)
+        note = f"preset prompt {i + 1}: {_prompt_text(text)}" + (f"; {filled}" if filled else "")
+        prompt = _prompt_text(fill_prompt(text, info.trigger, stats))
+        prompts.append(SamplePrompt(prompt=prompt, seed=spec.seed + i, note=note, **common))  # type: ignore[arg-type]
+    held = [(img, read_caption(img)) for img in list_images(info.val_dir)] if info.val_dir else []
+    for i, (image, caption) in enumerate([(img, c) for img, c in held if c][: spec.heldout]):
         prompts.append(
             SamplePrompt(
-                prompt=_prompt_text(_with_trigger(caption, info.trigger)),
+                prompt=_prompt_text(_with_trigger(caption or "", info.trigger)),
                 seed=spec.seed + len(spec.prompts) + i,
                 source="heldout",
+                note=f"held-out caption of val/{image.name}: a pose or outfit the LoRA never saw in training",
                 **common,  # type: ignore[arg-type]
             )
         )
@@ -275,18 +320,17 @@ def sample_prompts_text(prompts: Sequence[SamplePrompt], trigger: str) -> str:
         f"# Fixed seeds (--d) keep each grid cell comparable across epochs. Trigger word: {trigger}",
         "# Edit freely; lines starting with '#' are ignored. Keep the order if a report already exists.",
     ]
-    lines += [p.line() for p in prompts if p.source == "preset"]
-    held = [p.line() for p in prompts if p.source == "heldout"]
-    if held:
-        lines.append("# From held-out captions: poses and outfits the LoRA never saw in training.")
-        lines += held
+    for prompt in [p for p in prompts if p.source == "preset"] + [p for p in prompts if p.source == "heldout"]:
+        if prompt.note:
+            lines.append("# " + " ".join(prompt.note.split()))  # one comment line, never a prompt line
+        lines.append(prompt.line())
     return "\n".join(lines) + "\n"
 
 
-def parse_prompt_line(line: str) -> Dict[str, Any]:
+def parse_prompt_line(line: str) -> dict[str, Any]:
     """What sd-scripts reads from one prompt line (train_util.line_to_prompt_dict)."""
     parts = line.split(" --")
-    result: Dict[str, Any] = {"prompt": parts[0].strip()}
+    result: dict[str, Any] = {"prompt": parts[0].strip()}
     patterns = {
         "w": ("width", int), "h": ("height", int), "d": ("seed", int), "s": ("steps", int),
         "l": ("scale", float), "n": ("negative", str), "ss": ("sampler", str),
@@ -302,7 +346,7 @@ def parse_prompt_line(line: str) -> Dict[str, Any]:
     return result
 
 
-def read_sample_prompts(path: Path) -> List[Dict[str, Any]]:
+def read_sample_prompts(path: Path) -> list[dict[str, Any]]:
     """Prompt lines in the order sd-scripts numbers them (the _NN_ in sample file names); lines
     after our "held-out captions" comment are marked source = "heldout"."""
     try:
@@ -312,7 +356,7 @@ def read_sample_prompts(path: Path) -> List[Dict[str, Any]]:
     prompts, source = [], "preset"
     for line in lines:
         if line.startswith("#"):
-            source = "heldout" if "held-out" in line else source
+            source = "heldout" if "held-out" in line else "preset" if "preset prompt" in line else source
         elif line.strip():
             prompts.append({**parse_prompt_line(line.strip()), "source": source})
     return prompts
@@ -326,17 +370,12 @@ class RunPlan:
     family: Family
     dataset: DatasetConfig
     train: TrainArgs
-    prompts: List[SamplePrompt]
+    prompts: list[SamplePrompt]
     info: DatasetInfo
-    presets: List[str]
+    presets: list[str]
     validation: str
     preferred_weight: float
-    warnings: List[str]
-
-
-def safe_name(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_")
-    return name or "lora"
+    warnings: list[str]
 
 
 def _validated(model: Any, data: Any, what: str) -> Any:
@@ -346,15 +385,17 @@ def _validated(model: Any, data: Any, what: str) -> Any:
         raise SpecError(describe_validation_error(exc, what)) from None
 
 
-def _dataset_dict(stack: PresetStack, info: DatasetInfo, validation: str, split: float, seed: int) -> Dict[str, Any]:
+def _dataset_dict(stack: PresetStack, info: DatasetInfo, validation: str, split: float, seed: int) -> dict[str, Any]:
     general = {"caption_extension": ".txt", **stack.table("dataset")}
     if "validation_split" in general:
-        raise UserInputError("Set validation with --validation split --validation-split F, not dataset.validation_split.")
+        raise UserInputError(
+            "Set validation with --validation split --validation-split F, not dataset.validation_split."
+        )
     subsets = [
         {"image_dir": str(c.image_dir), "num_repeats": c.repeats, "class_tokens": info.trigger, **stack.table("subset")}
         for c in info.concepts
     ]
-    datasets: List[Dict[str, Any]] = [{"subsets": subsets}]
+    datasets: list[dict[str, Any]] = [{"subsets": subsets}]
     if validation == "split":
         datasets[0].update(validation_split=float(split), validation_seed=seed)
     elif validation == "heldout":
@@ -362,7 +403,7 @@ def _dataset_dict(stack: PresetStack, info: DatasetInfo, validation: str, split:
     return {"general": general, "datasets": datasets}
 
 
-def _heldout_dataset(general: Dict[str, Any], subset: Dict[str, Any], info: DatasetInfo) -> Dict[str, Any]:
+def _heldout_dataset(general: dict[str, Any], subset: dict[str, Any], info: DatasetInfo) -> dict[str, Any]:
     """DATASET/val as validation data. sd-scripts only knows validation_split; with 1.0 its
     split_train_val() gives this dataset no training images and all of them to validation.
     Random augmentations are switched off there so the validation loss stays comparable."""
@@ -376,12 +417,16 @@ def _heldout_dataset(general: Dict[str, Any], subset: Dict[str, Any], info: Data
     return {"validation_split": 1.0, "subsets": [sub]}
 
 
-def _train_dict(stack: PresetStack, run_dir: Path, model: str, info: DatasetInfo, name: Optional[str]) -> Dict[str, Any]:
+def _train_dict(stack: PresetStack, run_dir: Path, model: str, info: DatasetInfo, name: str | None) -> dict[str, Any]:
     train = dict(stack.table("train"))
     for key in MANAGED_KEYS:
         if key in train:
-            raise UserInputError(f"'{key}' is set by `trainer config` (use --model, --dataset and --out), not by a preset or --set.")
-    output_name = name or train.pop("output_name", None) or safe_name(info.trigger)
+            raise UserInputError(
+                f"'{key}' is set by `trainer config` (use --model, --dataset and --out), not by a preset or --set."
+            )
+    output_name = (
+        name or train.pop("output_name", None) or safe_name(info.trigger, sep="_", keep_dots=False, fallback="lora")
+    )
     run = run_dir.resolve()
     train.update(
         pretrained_model_name_or_path=model,
@@ -398,7 +443,7 @@ def _train_dict(stack: PresetStack, run_dir: Path, model: str, info: DatasetInfo
     return train
 
 
-def _caption_warnings(dataset: DatasetConfig, info: DatasetInfo) -> List[str]:
+def _caption_warnings(dataset: DatasetConfig, info: DatasetInfo) -> list[str]:
     keep = dataset.general.keep_tokens or 0
     if not keep or not dataset.general.shuffle_caption:
         return []
@@ -410,30 +455,38 @@ def _caption_warnings(dataset: DatasetConfig, info: DatasetInfo) -> List[str]:
                 misplaced += 1
     if not misplaced:
         return []
-    return [f"{misplaced} captions do not start with the trigger word '{info.trigger}', so keep_tokens = {keep} keeps another tag in place."]
+    return [
+        f"{misplaced} captions do not start with the trigger word '{info.trigger}', so keep_tokens = {keep} keeps "
+        "another tag in place."
+    ]
 
 
-def _size_warnings(dataset: DatasetConfig, info: DatasetInfo) -> List[str]:
+def _size_warnings(dataset: DatasetConfig, info: DatasetInfo) -> list[str]:
     prepared = prep_resolution(info)
     res = dataset.general.resolution
     side = max(res) if isinstance(res, (list, tuple)) else res
     if prepared and side and prepared < side:
-        return [f"the dataset was prepared at {prepared} px but training runs at {side} px, so images are upscaled; "
-                f"re-run prep with --size {side}."]
+        return [
+            f"the dataset was prepared at {prepared} px but training runs at {side} px, so images are upscaled; "
+            f"re-run prep with --size {side}."
+        ]
     return []
 
 
-def _split_overlap(info: DatasetInfo, split: float) -> List[str]:
+def _split_overlap(info: DatasetInfo, split: float) -> list[str]:
     """sd-scripts' split_train_val() rounds the training part up and the validation part
     separately: small folders get no validation image, or images in both parts."""
     warnings = []
     for c in info.concepts:
         val = round(c.images * split)
         if val == 0:
-            warnings.append(f"a validation split of {split:g} leaves {c.image_dir.name} ({c.images} images) no validation image.")
+            warnings.append(
+                f"a validation split of {split:g} leaves {c.image_dir.name} ({c.images} images) no validation image."
+            )
         elif math.ceil(c.images * (1 - split)) + val > c.images:
             warnings.append(
-                f"with {c.images} images, sd-scripts' validation split also trains on the validation images of {c.image_dir.name}; "
+                f"with {c.images} images, sd-scripts' validation split also trains on the validation images of "
+                f"{c.image_dir.name}; "
                 "the validation loss will look too good (a DATASET/val folder avoids this)."
             )
     return warnings
@@ -446,7 +499,7 @@ def plan_run(
     run_dir: Path,
     validation: str = "auto",
     validation_split: float = 0.1,
-    name: Optional[str] = None,
+    name: str | None = None,
 ) -> RunPlan:
     family = get_family(stack.family)
     info = inspect_dataset(dataset_dir)
@@ -461,7 +514,9 @@ def plan_run(
     model_ref = resolve_model(model, family)
     train_data = _train_dict(stack, run_dir, model_ref, info, name)
     seed = train_data.get("seed", 42) if isinstance(train_data.get("seed", 42), int) else 42
-    dataset = parse_dataset_config(_dataset_dict(stack, info, validation, validation_split, seed), what="dataset settings")
+    dataset = parse_dataset_config(
+        _dataset_dict(stack, info, validation, validation_split, seed), what="dataset settings"
+    )
     train = parse_train_args(train_data, what="training settings")
     samples = _validated(SamplesSpec, stack.table("samples"), "[samples] settings")
     install = _validated(InstallSpec, stack.table("install"), "[install] settings")
@@ -469,7 +524,10 @@ def plan_run(
     if validation == "split":
         warnings += _split_overlap(info, validation_split)
     if validation == "off":
-        warnings.append("no validation loss (validation is off or DATASET/val has no images): pick the epoch from the sample grid alone.")
+        warnings.append(
+            "no validation loss (validation is off or DATASET/val has no images): pick the epoch from the sample grid "
+            "alone."
+        )
     prompts = build_sample_prompts(samples, family, info)
     return RunPlan(family, dataset, train, prompts, info, stack.names, validation, install.preferred_weight, warnings)
 
@@ -485,7 +543,14 @@ def header_text(plan: RunPlan, what: str) -> str:
 
 def write_run(plan: RunPlan, run_dir: Path, command: str, argv: Sequence[str]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_config(run_dir / "dataset.toml", plan.dataset, header_text(plan, "Dataset config (--dataset_config)"))
+    dataset_header = header_text(plan, "Dataset config (--dataset_config)")
+    if plan.validation == "heldout":
+        dataset_header += (
+            "\nThe last dataset is DATASET/val, held out for validation loss (validation_split = 1.0).\n"
+            'sd-scripts gives every dataset a training copy too, so it logs "ignore subset with\n'
+            "image_dir='.../val': no images found\" and an empty Dataset 1: expected, not an error."
+        )
+    write_dataset_config(run_dir / "dataset.toml", plan.dataset, dataset_header)
     write_train_args(run_dir / "config.toml", plan.train, header_text(plan, "Training config (--config_file)"))
     write_text(run_dir / "sample_prompts.txt", sample_prompts_text(plan.prompts, plan.info.trigger))
     write_text(run_dir / "command.txt", command + "\n")
@@ -507,6 +572,13 @@ def write_run(plan: RunPlan, run_dir: Path, command: str, argv: Sequence[str]) -
     write_text(run_dir / RUN_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
+def update_meta(run_dir: Path, **fields: Any) -> None:
+    """Rewrite some run.json fields in place (atomically), keeping the others."""
+    meta = read_meta(run_dir)
+    meta.update(fields)
+    write_text(run_dir / RUN_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -515,11 +587,11 @@ class Run:
     """A run folder as the launcher, report and installer see it (files re-validated)."""
 
     dir: Path
-    meta: Dict[str, Any]
+    meta: dict[str, Any]
     family: Family
     train: TrainArgs
     dataset: DatasetConfig
-    warnings: List[str]
+    warnings: list[str]
 
     @property
     def output_dir(self) -> Path:
@@ -530,7 +602,7 @@ class Run:
         return self.train.output_name
 
     @property
-    def logging_dir(self) -> Optional[Path]:
+    def logging_dir(self) -> Path | None:
         return Path(self.train.logging_dir) if self.train.logging_dir else None
 
     @property
@@ -538,20 +610,29 @@ class Run:
         return str(self.meta.get("trigger") or self.output_name)
 
     @property
-    def sample_prompts_path(self) -> Optional[Path]:
+    def sample_prompts_path(self) -> Path | None:
         return Path(self.train.sample_prompts) if self.train.sample_prompts else None
 
     @property
+    def validation_only_dirs(self) -> list[Path]:
+        """image_dirs of datasets held out whole for validation (validation_split = 1.0)."""
+        return [Path(sub.image_dir) for ds in self.dataset.datasets if ds.validation_split == 1.0 for sub in ds.subsets]
+
+    @property
     def uses_validation(self) -> bool:
-        return any((ds.validation_split or 0) > 0 for ds in self.dataset.datasets) or bool(self.dataset.general.validation_split)
+        return any((ds.validation_split or 0) > 0 for ds in self.dataset.datasets) or bool(
+            self.dataset.general.validation_split
+        )
 
 
-def read_meta(run_dir: Path) -> Dict[str, Any]:
+def read_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise JobStateError(f"{run_dir} is not a training run folder (no {RUN_FILE}); create one with `python -m trainer config`.") from None
+        raise JobStateError(
+            f"{run_dir} is not a training run folder (no {RUN_FILE}); create one with `python -m trainer config`."
+        ) from None
     except (OSError, ValueError) as exc:
         raise JobStateError(f"Cannot read {path}: {exc}; re-create the run with `python -m trainer config`.") from None
     if not isinstance(meta, dict):

@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
 
 from vidstyle.errors import PreflightError, UserInputError
 
-from .config import DatasetConfig, TrainArgs
+from .config_schema import DatasetConfig, TrainArgs
 
 REPO_URL = "https://github.com/kohya-ss/sd-scripts.git"
 PINNED_RELEASE = "v0.10.1"  # first release with validation loss is v0.10.0; v0.10.1 fixes it
@@ -64,7 +64,7 @@ class SdScripts:
     def script(self, name: str) -> Path:
         return self.root / name
 
-    def python(self) -> Optional[Path]:
+    def python(self) -> Path | None:
         """The checkout's own venv (sd-scripts' README creates `venv` inside it), if any."""
         for candidate in (self.root / "venv" / "bin" / "python", self.root / "venv" / "Scripts" / "python.exe"):
             if candidate.is_file():
@@ -72,7 +72,7 @@ class SdScripts:
         return None
 
 
-def candidate_dirs(option: Optional[str]) -> List[Path]:
+def candidate_dirs(option: str | None) -> list[Path]:
     if option:
         return [Path(option).expanduser()]
     for name in ENV_VARS:
@@ -82,7 +82,7 @@ def candidate_dirs(option: Optional[str]) -> List[Path]:
     return [DEFAULT_DIR]
 
 
-def find_sd_scripts(option: Optional[str] = None, script: str = "train_network.py") -> SdScripts:
+def find_sd_scripts(option: str | None = None, script: str = "train_network.py") -> SdScripts:
     """Locate sd-scripts or raise PreflightError with the ways to get it."""
     root = candidate_dirs(option)[0]
     if not (root / script).is_file():
@@ -121,14 +121,18 @@ def git_version(root: Path) -> str:
         return "unknown (not a git checkout)"
     try:
         done = subprocess.run(
-            [git, "-C", str(root), "describe", "--tags", "--always"], capture_output=True, text=True, timeout=10, check=False
+            [git, "-C", str(root), "describe", "--tags", "--always"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() or "unknown"
 
 
-def missing_features(sd: SdScripts, train: TrainArgs, dataset: DatasetConfig) -> List[str]:
+def missing_features(sd: SdScripts, train: TrainArgs, dataset: DatasetConfig) -> list[str]:
     """Keys and features the config uses that this checkout does not have (empty = all fine)."""
     missing = [key for key in train.to_toml_dict() if key not in sd.arguments]
     for key in sorted(_dataset_keys(dataset)):
@@ -157,15 +161,16 @@ def check_support(sd: SdScripts, train: TrainArgs, dataset: DatasetConfig) -> No
     need = f" (added in {', '.join(releases)})" if releases else ""
     raise PreflightError(
         f"sd-scripts at {sd.root} (version {sd.version}) does not support {', '.join(missing)}{need}; "
-        f"update it (`git -C {sd.root} fetch --tags && git -C {sd.root} checkout {PINNED_RELEASE}`) or remove those settings."
+        f"update it (`git -C {sd.root} fetch --tags && git -C {sd.root} checkout {PINNED_RELEASE}`) or remove those "
+        "settings."
     )
 
 
-def clone_command(target: Path, release: str = PINNED_RELEASE) -> List[str]:
+def clone_command(target: Path, release: str = PINNED_RELEASE) -> list[str]:
     return ["git", "clone", "--depth", "1", "--branch", release, REPO_URL, str(target)]
 
 
-def setup_sd_scripts(target: Optional[str] = None, release: str = PINNED_RELEASE) -> Path:
+def setup_sd_scripts(target: str | None = None, release: str = PINNED_RELEASE) -> Path:
     """Clone the pinned release; installing its Python requirements stays a manual step, since
     the right PyTorch build depends on the GPU and its driver."""
     root = Path(target).expanduser() if target else DEFAULT_DIR
@@ -174,15 +179,21 @@ def setup_sd_scripts(target: Optional[str] = None, release: str = PINNED_RELEASE
     if root.exists() and any(root.iterdir()):
         raise UserInputError(f"{root} exists and is not an sd-scripts checkout; choose an empty folder with --dir.")
     if not shutil.which("git"):
-        raise PreflightError(f"git is not installed, so sd-scripts cannot be cloned; install git, or by hand: {MANUAL_STEPS}.")
+        raise PreflightError(
+            f"git is not installed, so sd-scripts cannot be cloned; install git, or by hand: {MANUAL_STEPS}."
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(clone_command(root, release), capture_output=True, text=True, timeout=600, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise PreflightError(f"Cloning sd-scripts failed ({exc}); without network access do it by hand: {MANUAL_STEPS}.") from None
+        raise PreflightError(
+            f"Cloning sd-scripts failed ({exc}); without network access do it by hand: {MANUAL_STEPS}."
+        ) from None
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise PreflightError(f"Cloning sd-scripts failed ({reason}); without network access do it by hand: {MANUAL_STEPS}.")
+        raise PreflightError(
+            f"Cloning sd-scripts failed ({reason}); without network access do it by hand: {MANUAL_STEPS}."
+        )
     return root
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -24,12 +24,12 @@ PLACEHOLDER = (70, 70, 76)
 
 @dataclass
 class Tile:
-    jpeg: Optional[bytes]  # None: the file could not be decoded, a placeholder is drawn
-    lines: List[str] = field(default_factory=list)
-    accent: Tuple[int, int, int] = (90, 170, 90)
+    jpeg: bytes | None  # None: the file could not be decoded, a placeholder is drawn
+    lines: list[str] = field(default_factory=list)
+    accent: tuple[int, int, int] = (90, 170, 90)
 
 
-def _font() -> ImageFont.ImageFont:
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     # The small bitmap font: FreeType rendering of 6,000 labels takes seconds, this takes
     # milliseconds (Pillow >= 10.1 made load_default() return a FreeType font).
     loader = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)
@@ -47,7 +47,7 @@ def printable(text: str) -> str:
 class _Widths:
     """Per-character advance widths, measured once (labels are wrapped character by character)."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont) -> None:
+    def __init__(self, draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> None:
         self.draw, self.font = draw, font
         self.cache: dict = {}
 
@@ -61,11 +61,11 @@ class _Widths:
         return total
 
 
-def wrap(text: str, width_of: "_Widths", width: int, max_lines: int) -> List[str]:
+def wrap(text: str, width_of: _Widths, width: int, max_lines: int) -> list[str]:
     """Wrap at spaces when a line has one, else anywhere (file names); '...' marks a cut."""
     if max_lines <= 0:
         return []
-    lines: List[str] = []
+    lines: list[str] = []
     current = ""
     for char in text:
         if current and width_of(current + char) > width:
@@ -91,7 +91,13 @@ def wrap(text: str, width_of: "_Widths", width: int, max_lines: int) -> List[str
 
 
 def _paste_tile(
-    sheet: Image.Image, draw: ImageDraw.ImageDraw, tile: Tile, x: int, y: int, font: ImageFont.ImageFont, widths: _Widths
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    tile: Tile,
+    x: int,
+    y: int,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    widths: _Widths,
 ) -> None:
     draw.rectangle([x - 2, y - 2, x + TILE + 1, y + TILE + 1], outline=tile.accent, width=2)
     if tile.jpeg is None:
@@ -102,7 +108,7 @@ def _paste_tile(
             thumb = thumb.convert("RGB")
             thumb.thumbnail((TILE, TILE))
             sheet.paste(thumb, (x + (TILE - thumb.width) // 2, y + (TILE - thumb.height) // 2))
-    text_lines: List[str] = []
+    text_lines: list[str] = []
     for index, line in enumerate(tile.lines):
         still_to_come = len(tile.lines) - index - 1  # keep a line for each label after this one
         text_lines.extend(wrap(printable(line), widths, TILE, LABEL_LINES - len(text_lines) - still_to_come))
@@ -126,7 +132,7 @@ def render_page(tiles: Sequence[Tile], title: str) -> Image.Image:
     return sheet
 
 
-def write_sheets(tiles: Sequence[Tile], title: str, folder: Path, stem: str) -> List[Path]:
+def write_sheets(tiles: Sequence[Tile], title: str, folder: Path, stem: str) -> list[Path]:
     """`stem_01.png`, `stem_02.png`, ... with up to PER_PAGE tiles each; none when no tiles."""
     folder.mkdir(parents=True, exist_ok=True)
     pages = math.ceil(len(tiles) / PER_PAGE)

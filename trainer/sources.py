@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 from vidstyle.errors import UserInputError
 
 from .images import SUPPORTED_EXTENSIONS
 
 # Files that live beside images in datasets and are not images themselves.
-SIDE_FILE_EXTENSIONS = frozenset({".txt", ".caption", ".json", ".npz", ".csv", ".toml", ".yaml", ".yml", ".md", ".tags"})
+SIDE_FILE_EXTENSIONS = frozenset(
+    {".txt", ".caption", ".json", ".npz", ".csv", ".toml", ".yaml", ".yml", ".md", ".tags"}
+)
 OS_LITTER = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
 
@@ -42,13 +44,15 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterable[Path]:
                 yield here / name
 
 
-def scan_sources(sources: Sequence[Path], skip: Sequence[Path] = (), caption_ext: str = ".txt") -> Tuple[List[SourceFile], List[SourceFile]]:
+def scan_sources(
+    sources: Sequence[Path], skip: Sequence[Path] = (), caption_ext: str = ".txt"
+) -> tuple[list[SourceFile], list[SourceFile]]:
     """(image files, other files) from every SRC; a file reached twice is listed once."""
     skip_resolved = [p.resolve() for p in skip]
     side_files = SIDE_FILE_EXTENSIONS | {caption_ext.lower()}
     seen = set()
-    images: List[SourceFile] = []
-    others: List[SourceFile] = []
+    images: list[SourceFile] = []
+    others: list[SourceFile] = []
     for root in sources:
         if not root.exists():
             raise UserInputError(f"Source {root} does not exist; check the path.")
@@ -69,13 +73,13 @@ def scan_sources(sources: Sequence[Path], skip: Sequence[Path] = (), caption_ext
     return images, others
 
 
-def read_pattern_file(path: Path) -> List[str]:
+def read_pattern_file(path: Path) -> list[str]:
     """One file name or pattern per line; blank lines and '#' comments skipped."""
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def excluded_by(item: SourceFile, patterns: Sequence[str]) -> Optional[str]:
+def excluded_by(item: SourceFile, patterns: Sequence[str]) -> str | None:
     """The first pattern that names this file (by name, relative path or absolute path)."""
     candidates = (item.path.name, item.relative, str(item.path), item.path.as_posix())
     for pattern in patterns:

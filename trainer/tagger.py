@@ -9,9 +9,10 @@ kept beside the model. Categories: 0 general, 4 character, 9 rating (never writt
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ class TagInfo:
     category: int
 
 
-def read_selected_tags(path: Path) -> List[TagInfo]:
+def read_selected_tags(path: Path) -> list[TagInfo]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
@@ -67,7 +68,7 @@ class WD14Tagger:
         model_path: str,
         general_threshold: float = 0.35,
         character_threshold: float = 0.85,
-        tags_csv: Optional[str] = None,
+        tags_csv: str | None = None,
         threads: int = 0,
     ) -> None:
         path = Path(model_path).expanduser()
@@ -84,11 +85,13 @@ class WD14Tagger:
         self.input_name = model_input.name
         shape = list(model_input.shape)
         if len(shape) != 4 or shape[3] != 3:
-            raise UserInputError(f"{path.name} does not take NHWC RGB images (input shape {shape}); is it a WD14 tagger?")
+            raise UserInputError(
+                f"{path.name} does not take NHWC RGB images (input shape {shape}); is it a WD14 tagger?"
+            )
         self.side = int(shape[1]) if isinstance(shape[1], int) else 448
 
     @staticmethod
-    def _session(path: Path, threads: int):  # type: ignore[no-untyped-def]
+    def _session(path: Path, threads: int) -> Any:
         try:
             import onnxruntime
         except ImportError as exc:
@@ -103,7 +106,7 @@ class WD14Tagger:
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack([preprocess(image, self.side) for image in images])
-        output = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+        output: np.ndarray = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
         if output.ndim != 2 or output.shape[1] != len(self.tags):
             raise UserInputError(
                 f"The tagger outputs {output.shape[-1]} scores but {TAGS_FILE} lists {len(self.tags)} tags; "
@@ -113,12 +116,12 @@ class WD14Tagger:
             output = 1.0 / (1.0 + np.exp(-output))
         return output
 
-    def tag(self, images: Sequence[np.ndarray]) -> List[List[str]]:
+    def tag(self, images: Sequence[np.ndarray]) -> list[list[str]]:
         """Tags per image: character tags first, then general ones, most confident first."""
         results = []
         for scores in self.probabilities(images):
             character, general = [], []
-            for info, score in zip(self.tags, scores.tolist()):
+            for info, score in zip(self.tags, scores.tolist(), strict=True):
                 if info.category == CATEGORY_RATING:
                     continue
                 if info.category == CATEGORY_CHARACTER:

@@ -8,12 +8,12 @@ caller decides those. Everything crossing the process boundary is a small pickla
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import math
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ from .images import (
     sharpness,
 )
 
-Reason = Tuple[str, str]  # (code, sentence)
+Reason = tuple[str, str]  # (code, sentence)
 
 
 @dataclass(frozen=True)
@@ -46,41 +46,42 @@ class WorkSettings:
     size: int
     crop: str
     allow_upscale: bool
-    background: Tuple[int, int, int]
+    background: tuple[int, int, int]
     max_pixels: int
     min_side: int  # 0: filter off
     drop_monochrome: bool
     blur_threshold: float  # 0: filter off
-    max_faces: Optional[int]  # None: filter off
-    face_detector: Optional[str]  # resolved path, None: no detector
+    max_faces: int | None  # None: filter off
+    face_detector: str | None  # resolved path, None: no detector
 
 
 @dataclass(frozen=True)
 class FileJob:
     index: int
     path: str
-    output: Optional[str]  # where a passing image is written; None: measure only (excluded)
+    output: str | None  # where a passing image is written; None: measure only (excluded)
 
 
 @dataclass
 class FileResult:
     index: int
     bytes: int = 0
-    sha256: Optional[str] = None
-    header: Optional[Header] = None
-    rejected: Optional[Reason] = None  # unreadable / not an image / too large / corrupt
-    reasons: List[Reason] = field(default_factory=list)  # per-image filters that failed
+    sha256: str | None = None
+    header: Header | None = None
+    rejected: Reason | None = None  # unreadable / not an image / too large / corrupt
+    reasons: list[Reason] = field(default_factory=list)  # per-image filters that failed
     had_alpha: bool = False
-    phash: Optional[int] = None
-    phash_mirror: Optional[int] = None
-    sharpness: Optional[float] = None
-    colour: Optional[ColourMeasure] = None
-    faces: Optional[List[RelBox]] = None  # None: no detector ran
-    focal: Optional[Tuple[float, float]] = None
-    plan: Optional[CropPlan] = None
+    phash: int | None = None
+    phash_mirror: int | None = None
+    sharpness: float | None = None
+    colour: ColourMeasure | None = None
+    faces: list[RelBox] | None = None  # None: no detector ran
+    focal: tuple[float, float] | None = None
+    plan: CropPlan | None = None
     written: bool = False
-    source_tile: Optional[bytes] = None
-    output_tile: Optional[bytes] = None
+    # builtins.bytes: the field `bytes` above (the file size) shadows the type inside this class
+    source_tile: builtins.bytes | None = None
+    output_tile: builtins.bytes | None = None
 
 
 def init_worker() -> None:
@@ -136,38 +137,45 @@ def _process(data: bytes, job: FileJob, settings: WorkSettings, result: FileResu
         thumb = render_output(loaded, result.plan)
     else:
         thumb = resize_to_area(loaded.rgb, settings.size * settings.size)
-    grey = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY)
-    result.sharpness = sharpness(grey)
+    result.sharpness = sharpness(thumb)
     result.colour = colour_measure(thumb)
     result.phash, result.phash_mirror = perceptual_hashes(thumb)
     result.source_tile = jpeg_tile(thumb)
     if settings.face_detector and (settings.max_faces is not None or settings.crop == "focal"):
         detector = face_detection.load_detector(settings.face_detector)
         result.faces = face_detection.detect_faces(detector, thumb)
+    plan: CropPlan | None = None
     if settings.crop != "bucket":
         if settings.crop == "focal":
             result.focal = focal_point(thumb, result.faces or [])
-        result.plan = plan_crop(width, height, settings.crop, settings.size, result.focal or (0.5, 0.5), result.faces or [])
+        plan = result.plan = plan_crop(
+            width, height, settings.crop, settings.size, result.focal or (0.5, 0.5), result.faces or []
+        )
     result.reasons = filter_reasons(result, settings)
     if job.output and not result.reasons:
-        output = thumb if settings.crop == "bucket" else render_output(loaded, result.plan)
+        output = thumb if plan is None else render_output(loaded, plan)  # no plan: crop == "bucket"
         try:
             Image.fromarray(output).save(job.output, "PNG", compress_level=1)
         except OSError as exc:
-            raise OutputError(f"Cannot write {job.output} ({exc.strerror or exc}); free disk space or choose another --out.") from exc
+            raise OutputError(
+                f"Cannot write {job.output} ({exc.strerror or exc}); free disk space or choose another --out."
+            ) from exc
         result.written = True
         result.output_tile = result.source_tile if output is thumb else jpeg_tile(output)
 
 
-def filter_reasons(result: FileResult, settings: WorkSettings) -> List[Reason]:
+def filter_reasons(result: FileResult, settings: WorkSettings) -> list[Reason]:
     """Every per-image filter this image fails, in a fixed order (the first is reported)."""
     assert result.header is not None and result.plan is not None
     width, height = result.header.width, result.header.height
     short = min(width, height)
-    reasons: List[Reason] = []
+    reasons: list[Reason] = []
     if settings.min_side and short < settings.min_side:
         reasons.append(
-            ("low_resolution", f"low resolution: {width}x{height}, shortest side {short} px < {settings.min_side} px (--min-side)")
+            (
+                "low_resolution",
+                f"low resolution: {width}x{height}, shortest side {short} px < {settings.min_side} px (--min-side)",
+            )
         )
     if settings.crop != "bucket" and result.plan.upscaled and not settings.allow_upscale:
         reasons.append(
@@ -188,7 +196,10 @@ def filter_reasons(result: FileResult, settings: WorkSettings) -> List[Reason]:
         )
     if settings.blur_threshold and result.sharpness is not None and result.sharpness < settings.blur_threshold:
         reasons.append(
-            ("blurry", f"blurry: Laplacian variance {result.sharpness:.0f} < {settings.blur_threshold:g} (--blur-threshold)")
+            (
+                "blurry",
+                f"blurry: edge sharpness {result.sharpness:.2f} < {settings.blur_threshold:g} (--blur-threshold)",
+            )
         )
     if settings.max_faces is not None and result.faces is not None and len(result.faces) > settings.max_faces:
         reasons.append(

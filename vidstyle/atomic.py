@@ -1,7 +1,15 @@
-"""Atomic file writes: temp file in the same folder, fsync, then rename.
+"""Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder.
 
-A crash at any moment leaves either the old file or the new one, never a partial file
-under the final name. Disk-full and permission errors become one clear OutputError.
+What is promised:
+* a crash of the process at any moment leaves either the old file or the complete new one
+  under the final name, never a partial file (the rename is atomic);
+* with `durable` (the default), the same holds after a power loss or an OS crash once the
+  call has returned: the data is flushed before the rename and the folder entry after it
+  (POSIX; Windows cannot fsync a folder, so there the rename itself may be lost, leaving the
+  old file or none, but never a partial one);
+* without `durable` (working frames), nothing is promised across a power loss: the final
+  name may be missing, empty or hold the old file, and nothing checks it afterwards.
+Disk-full and permission errors become one clear OutputError.
 """
 
 from __future__ import annotations
@@ -10,8 +18,8 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import OutputError
 
@@ -39,9 +47,9 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None, durabl
     """Yield a temp path next to `final`; on success rename it over `final`.
 
     The temp name keeps the final suffix so libraries that pick a format from the
-    extension (PyAV, Pillow) still work. `durable` fsyncs before the rename (survives a
-    power loss); working frames skip it, since the rename alone is crash-safe for the
-    process and a frame lost to a power cut is simply rendered again.
+    extension (PyAV, Pillow) still work. `durable` fsyncs the file before the rename and
+    its folder after it (see the module docstring for what each choice promises); working
+    frames skip both, which is where the time would go.
     """
     final = Path(final)
     try:
@@ -60,12 +68,25 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None, durabl
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, final)
+        if durable:
+            _fsync_folder(final.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _explain(exc, final) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable: the new folder entry reaches the disk (POSIX only)."""
+    if os.name != "posix":
+        return  # Windows cannot open a folder for fsync; NTFS journals the rename's metadata
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(final: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:

@@ -14,6 +14,7 @@ from .errors import UserInputError
 from .job import create_job
 from .spec import load_spec
 from .synthetic import make_clip
+from .terminal import run_in_terminal
 
 REAL_MODELS_HINT = """\
 Note: the demo uses a tiny random-weight model, so the frames come out as coloured noise
@@ -45,8 +46,6 @@ def run_demo(output: Path, quiet: bool = False, frames: int = 24, size: int = 25
         raise UserInputError("--frames must be at least 1.")
     if size % 8 or not 64 <= size <= 1024:
         raise UserInputError("--size must be a multiple of 8 between 64 and 1024.")
-    from .cli import _run
-
     output.mkdir(parents=True, exist_ok=True)
     clip = output / "demo_clip.mp4"
     if not clip.exists():
@@ -69,7 +68,7 @@ def run_demo(output: Path, quiet: bool = False, frames: int = 24, size: int = 25
     )
     job = create_job(spec, _free_job_dir(output))
     with job:
-        status = _run(job, quiet)
+        status = run_in_terminal(job, quiet)
     print()
     print(REAL_MODELS_HINT)
     return status

@@ -8,7 +8,7 @@ code the CLI uses; third-party exceptions are translated into these at the edge
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class VidstyleError(Exception):

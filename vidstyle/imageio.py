@@ -9,8 +9,9 @@ atomic (vidstyle.atomic), so a crash never leaves a half-written frame under its
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Union
 
 import cv2
 import numpy as np
@@ -38,7 +39,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
 
 
-def _png_params(compress_level: int) -> List[int]:
+def _png_params(compress_level: int) -> list[int]:
     params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level]
     # At low levels zlib is cheap and libpng's adaptive per-row filter choice dominates; the
     # fixed "up" filter is 1.5-3x faster on frames at about the same size (OpenCV >= 4.10).
@@ -58,7 +59,7 @@ def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:
 def write_png(
     path: PathLike,
     rgb: np.ndarray,
-    text: Optional[Mapping[str, str]] = None,
+    text: Mapping[str, str] | None = None,
     compress_level: int = 1,
     durable: bool = False,
 ) -> None:
@@ -66,7 +67,8 @@ def write_png(
 
     compress_level 1 keeps writes fast (zlib level; frames are temporary working files).
     Frames skip fsync by default: the atomic rename already makes them crash-safe for the
-    process, and a frame lost to a power cut is rendered again; pass durable=True for results.
+    process, but after a power loss a frame may be missing or empty (see vidstyle.atomic);
+    pass durable=True for results.
     """
     if not text:
         write_bytes(path, encode_png(rgb, compress_level), durable=durable)
@@ -100,7 +102,7 @@ def read_png(path: PathLike) -> np.ndarray:
     return read_image(path)
 
 
-def png_text(path: PathLike) -> Dict[str, str]:
+def png_text(path: PathLike) -> dict[str, str]:
     """The tEXt/iTXt/zTXt chunks of a PNG as a dict (empty when it has none)."""
     try:
         with Image.open(path) as image:
@@ -109,4 +111,3 @@ def png_text(path: PathLike) -> Dict[str, str]:
         raise MediaError(f"Image {path} does not exist; check the path.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise MediaError(f"{path} is not a readable PNG ({exc}); replace or remove it.") from None
-

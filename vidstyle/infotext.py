@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 from . import __version__
+from .prompt_text import prompt_with_loras
 from .spec import JobSpec
 
 
@@ -19,10 +19,9 @@ def _quote(value: str) -> str:
     return json.dumps(value) if ("," in value or ":" in value or "\n" in value) else value
 
 
-def lora_prompt(prompt: str, loras: List[Tuple[str, float]]) -> str:
-    """The prompt with `<lora:name:weight>` tags, as the WebUI applies LoRAs."""
-    tags = " ".join(f"<lora:{Path(name).stem if name.endswith('.safetensors') else name}:{weight:g}>" for name, weight in loras)
-    return f"{prompt} {tags}".strip() if tags else prompt
+def _model_name(name: str) -> str:
+    """A model file as the WebUI names it in infotext: 'char.safetensors' -> 'char'."""
+    return Path(name).stem if name.endswith(".safetensors") else name
 
 
 def controlnet_infotext(spec: JobSpec) -> str:
@@ -44,16 +43,16 @@ def controlnet_infotext(spec: JobSpec) -> str:
     return ", ".join(f"{k}: {v}" for k, v in fields)
 
 
-def build_parameters(spec: JobSpec, seed: int, frame_index: int, extra: Optional[Dict[str, str]] = None) -> str:
-    prompt = lora_prompt(spec.prompt, [(lora.name, lora.weight) for lora in spec.model.loras])
-    pairs: Dict[str, str] = {
+def build_parameters(spec: JobSpec, seed: int, frame_index: int, extra: dict[str, str] | None = None) -> str:
+    prompt = prompt_with_loras(spec.prompt, [(_model_name(lora.name), lora.weight) for lora in spec.model.loras])
+    pairs: dict[str, str] = {
         "Steps": str(spec.sampling.steps),
         "Sampler": spec.sampling.sampler,
         "Schedule type": spec.sampling.scheduler,
         "CFG scale": f"{spec.sampling.cfg_scale:g}",
         "Seed": str(seed),
         "Size": f"{spec.size.width}x{spec.size.height}",
-        "Model": Path(spec.model.checkpoint).stem if spec.model.checkpoint.endswith(".safetensors") else spec.model.checkpoint,
+        "Model": _model_name(spec.model.checkpoint),
         "Denoising strength": f"{spec.sampling.denoise:g}",
     }
     if spec.controlnet.enabled:

@@ -3,16 +3,20 @@
 SQLite (WAL) is the crash-safe record of what is done: a frame counts as done only after
 its PNG was renamed into place and its row committed, so a crash loses at most the frames
 in flight. Only the render loop's main thread writes; worker threads never touch it.
+A change of several statements (a frame done and its attempt row) is one transaction,
+so a failure half-way leaves the ledger as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any
 
 from .errors import JobStateError
 
@@ -43,9 +47,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     render_ms REAL,
     finished_at REAL,
     kept_as TEXT,
+    scores TEXT,
     PRIMARY KEY (idx, attempt)
 );
 """
+# Columns added after ledgers were first written: (table, column, SQL type). Opening an older
+# ledger adds them, so a job from an earlier version resumes, redoes and repairs as a new one.
+ADDED_COLUMNS = (("frames", "scores", "TEXT"), ("attempts", "scores", "TEXT"))
 
 
 @dataclass
@@ -55,29 +63,59 @@ class FrameRow:
     time: float
     status: str
     attempt: int
-    overrides: Dict[str, Any]
-    seed: Optional[int]
-    backend: Optional[str]
-    render_ms: Optional[float]
-    info: Dict[str, Any]
-    error: Optional[str]
+    overrides: dict[str, Any]
+    seed: int | None
+    backend: str | None
+    render_ms: float | None
+    info: dict[str, Any]
+    error: str | None
 
 
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            # isolation_level=None: the sqlite3 module starts no transactions of its own (in that
+            # mode `with db:` is not one), so every multi-statement change goes through
+            # transaction(), which says BEGIN IMMEDIATE ... COMMIT / ROLLBACK itself.
             self.db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode is durable across application crashes; only a power loss
             # can drop the newest commits, and those frames are simply rendered again.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise JobStateError(f"The job ledger {path} is unreadable ({exc}); the job folder is damaged.") from None
 
+    def _migrate(self) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements inside apply together or not at all.
+
+        IMMEDIATE takes the write lock up front, so a second writer (another process on the
+        same job) waits for the busy timeout instead of failing half-way. Nested use joins
+        the outer transaction.
+        """
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:  # some errors (disk full, I/O) make SQLite roll back by itself
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # -- meta -------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -85,26 +123,32 @@ class Ledger:
         return json.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        self.set_metas({key: value})
+
+    def set_metas(self, values: dict[str, Any]) -> None:
+        """Several meta keys in one transaction (e.g. a state and the message that explains it)."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in values.items()],
+            )
 
     # -- frames -----------------------------------------------------------------------
     def add_frames(self, rows: Iterable[Sequence[Any]]) -> None:
         """Insert (idx, source_index, time) rows; existing frames are left as they are."""
-        with self.db:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO frames (idx, source_index, time) VALUES (?, ?, ?)", list(rows)
-            )
+        with self.transaction():
+            self.db.executemany("INSERT OR IGNORE INTO frames (idx, source_index, time) VALUES (?, ?, ?)", list(rows))
 
     def frame_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
 
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         counts = {"pending": 0, "done": 0, "failed": 0}
         for status, n in self.db.execute("SELECT status, COUNT(*) FROM frames GROUP BY status"):
             counts[status] = int(n)
         return counts
 
-    def todo(self) -> List[int]:
+    def todo(self) -> list[int]:
         """Frames still to render: pending first, then earlier failures, in index order."""
         rows = self.db.execute("SELECT idx FROM frames WHERE status != 'done' ORDER BY idx")
         return [int(r[0]) for r in rows]
@@ -131,12 +175,12 @@ class Ledger:
             error=row[10],
         )
 
-    def frames(self) -> List[FrameRow]:
+    def frames(self) -> list[FrameRow]:
         return [self.frame(int(r[0])) for r in self.db.execute("SELECT idx FROM frames ORDER BY idx")]
 
-    def mark_done(self, idx: int, seed: int, backend: str, render_ms: float, info: Dict[str, Any]) -> None:
+    def mark_done(self, idx: int, seed: int, backend: str, render_ms: float, info: dict[str, Any]) -> None:
         now = time.time()
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "UPDATE frames SET status='done', seed=?, backend=?, render_ms=?, finished_at=?, info=?, error=NULL "
                 "WHERE idx=?",
@@ -149,32 +193,73 @@ class Ledger:
             )
 
     def mark_failed(self, idx: int, error: str) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute("UPDATE frames SET status='failed', error=? WHERE idx=?", (error, idx))
 
-    def start_redo(self, idx: int, overrides: Dict[str, Any], kept_as: Optional[str]) -> int:
+    def start_redo(self, idx: int, overrides: dict[str, Any], kept_as: str | None) -> int:
         """Open a new attempt for a frame; the previous attempt's file is recorded as kept."""
-        with self.db:
+        with self.transaction():
             current = self.frame(idx)
             if current.status == "done":
                 self.db.execute(
                     "UPDATE attempts SET kept_as=? WHERE idx=? AND attempt=?", (kept_as, idx, current.attempt)
                 )
-            attempt = current.attempt + 1 if current.status == "done" else current.attempt
+            # After repair kept an earlier attempt, later attempt numbers are taken: never reuse one
+            # (its row and its history/ file would be overwritten).
+            highest = self.db.execute("SELECT MAX(attempt) FROM attempts WHERE idx=?", (idx,)).fetchone()[0]
+            latest = max(current.attempt, -1 if highest is None else int(highest))
+            attempt = latest + 1 if current.status == "done" else current.attempt
             self.db.execute(
                 "UPDATE frames SET status='pending', attempt=?, overrides=?, error=NULL WHERE idx=?",
                 (attempt, json.dumps(overrides), idx),
             )
         return attempt
 
-    def set_scores(self, idx: int, scores: Dict[str, float]) -> None:
-        with self.db:
+    def set_scores(self, idx: int, scores: dict[str, float]) -> None:
+        with self.transaction():
             self.db.execute("UPDATE frames SET scores=? WHERE idx=?", (json.dumps(scores), idx))
 
-    def attempts(self, idx: int) -> List[Dict[str, Any]]:
+    def attempts(self, idx: int) -> list[dict[str, Any]]:
+        """Every rendered attempt of a frame; `scores` is the parsed JSON (None before scoring)."""
         cursor = self.db.execute(
-            "SELECT attempt, overrides, seed, backend, render_ms, kept_as FROM attempts WHERE idx=? ORDER BY attempt",
+            "SELECT attempt, overrides, seed, backend, render_ms, kept_as, scores FROM attempts WHERE idx=? ORDER BY "
+            "attempt",
             (idx,),
         )
-        keys = ("attempt", "overrides", "seed", "backend", "render_ms", "kept_as")
-        return [dict(zip(keys, row)) for row in cursor]
+        keys = ("attempt", "overrides", "seed", "backend", "render_ms", "kept_as", "scores")
+        rows = [dict(zip(keys, row, strict=True)) for row in cursor]
+        for row in rows:
+            row["scores"] = json.loads(row["scores"]) if row["scores"] else None
+        return rows
+
+    def set_attempt_scores(self, idx: int, attempt: int, scores: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE attempts SET scores=? WHERE idx=? AND attempt=?", (json.dumps(scores), idx, attempt)
+            )
+
+    def set_kept_as(self, idx: int, attempt: int, kept_as: str) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE attempts SET kept_as=? WHERE idx=? AND attempt=?", (kept_as, idx, attempt))
+
+    def all_scores(self) -> dict[int, tuple[int, dict[str, Any]]]:
+        """{frame: (attempt, scores)} for every frame that has scores."""
+        cursor = self.db.execute("SELECT idx, attempt, scores FROM frames WHERE scores IS NOT NULL ORDER BY idx")
+        return {int(idx): (int(attempt), json.loads(text)) for idx, attempt, text in cursor}
+
+    def keep_attempt(self, idx: int, attempt: int) -> None:
+        """Make an earlier rendered attempt the frame's current one (its file is already in out/)."""
+        with self.transaction():
+            found = self.db.execute(
+                "SELECT overrides, seed, backend, render_ms, finished_at, scores FROM attempts WHERE idx=? AND "
+                "attempt=?",
+                (idx, attempt),
+            ).fetchone()
+            if found is None:
+                raise JobStateError(f"Frame {idx} has no attempt {attempt} to keep.")
+            self.db.execute(
+                "UPDATE frames SET status='done', attempt=?, overrides=?, seed=?, backend=?, render_ms=?, "
+                "finished_at=?, "
+                "scores=?, error=NULL WHERE idx=?",
+                (attempt, *found, idx),
+            )

@@ -15,8 +15,9 @@ How the two spec fields combine:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any
 
 from .errors import SpecError
 
@@ -29,16 +30,18 @@ class SamplerRecipe:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-SAMPLER_RECIPES: Dict[str, SamplerRecipe] = {
+# The one sampler table: its keys, in this order, are the names the spec, the CLI and the
+# tab offer (the WebUI backends pass them through after checking /sdapi/v1/samplers).
+SAMPLER_RECIPES: dict[str, SamplerRecipe] = {
     "Euler a": SamplerRecipe("EulerAncestralDiscreteScheduler"),
     "Euler": SamplerRecipe("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
-    "DPM++ 2M": SamplerRecipe(
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False},
-    ),
     "DPM++ 2M Karras": SamplerRecipe(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "DPM++ 2M": SamplerRecipe(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False},
     ),
     # k-diffusion's DPM++ SDE is a stochastic two-stage single-step solver; diffusers' table maps
     # it to the single-step DPM-Solver++ (deterministic, and it needs no torchsde).
@@ -50,11 +53,12 @@ SAMPLER_RECIPES: Dict[str, SamplerRecipe] = {
     "DDIM": SamplerRecipe("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}),
     "UniPC": SamplerRecipe("UniPCMultistepScheduler", {"use_karras_sigmas": False}),
 }
+SAMPLERS: tuple[str, ...] = tuple(SAMPLER_RECIPES)
 
 # Schedule type -> config options; an option the sampler's class lacks makes the pair invalid.
 # "Automatic" keeps the sampler's own schedule; "Uniform"/"Normal" are plain spacing.
 _SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
-SCHEDULE_TYPES: Dict[str, Mapping[str, Any]] = {
+SCHEDULE_TYPES: dict[str, Mapping[str, Any]] = {
     "Automatic": {},
     "Uniform": {"use_karras_sigmas": False},
     "Normal": {"use_karras_sigmas": False},
@@ -66,7 +70,7 @@ SCHEDULE_TYPES: Dict[str, Mapping[str, Any]] = {
 
 # Which options each diffusers class accepts (checked against diffusers 0.39 and 0.42), so
 # an impossible sampler/schedule pair is reported without importing diffusers.
-_CLASS_OPTIONS: Dict[str, Tuple[str, ...]] = {
+_CLASS_OPTIONS: dict[str, tuple[str, ...]] = {
     "EulerAncestralDiscreteScheduler": ("timestep_spacing",),
     "EulerDiscreteScheduler": _SIGMA_FLAGS + ("timestep_spacing",),
     "DPMSolverMultistepScheduler": _SIGMA_FLAGS + ("timestep_spacing", "algorithm_type", "solver_order"),
@@ -76,16 +80,12 @@ _CLASS_OPTIONS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def sampler_names() -> Tuple[str, ...]:
-    return tuple(SAMPLER_RECIPES)
-
-
 def _schedule_ok(recipe: SamplerRecipe, schedule: str) -> bool:
     accepted = _CLASS_OPTIONS[recipe.scheduler_class]
     return all(key in accepted for key in SCHEDULE_TYPES[schedule])
 
 
-def scheduler_options(sampler: str, schedule: str = "Automatic") -> Tuple[str, Dict[str, Any]]:
+def scheduler_options(sampler: str, schedule: str = "Automatic") -> tuple[str, dict[str, Any]]:
     """(diffusers class name, config overrides) for a WebUI sampler + schedule type.
 
     Raises SpecError naming the valid choices for an unknown sampler or schedule, or a pair

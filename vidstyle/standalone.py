@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from .errors import UserInputError
 from .manager import JobManager
-from .spec import SAMPLERS, list_presets
+from .samplers import SAMPLERS
+from .spec import DEFAULT_PRESET, list_presets
 
-DEFAULT_PRESET = "anime-canny-sd15"
 LORA_FOLDERS = {"lora", "loras"}
 
 
@@ -25,7 +26,7 @@ def models_dir(output_root: Path) -> Path:
     return Path(os.environ.get("VIDSTYLE_MODELS") or Path(output_root).resolve().parent / "models")
 
 
-def _model_files(root: Path) -> List[Path]:
+def _model_files(root: Path) -> list[Path]:
     """*.safetensors files and diffusers folders (model_index.json or config.json) under root."""
     if not root.is_dir():
         return []
@@ -43,7 +44,7 @@ def _is_controlnet(path: Path) -> bool:
     return "control" in path.name.lower()
 
 
-def local_choices(output_root: Path) -> Dict[str, List[str]]:
+def local_choices(output_root: Path) -> dict[str, list[str]]:
     """Model names for the pickers, sorted into checkpoints, LoRAs and ControlNets by folder and name."""
     root = models_dir(output_root)
     files = _model_files(root)
@@ -54,7 +55,7 @@ def local_choices(output_root: Path) -> Dict[str, List[str]]:
 
 
 def _ui_choices(output_root: Path) -> Any:
-    from .ui import UiChoices
+    from .tab_values import UiChoices
 
     return UiChoices(
         checkpoints=lambda: local_choices(output_root)["checkpoints"],
@@ -93,14 +94,33 @@ def build_standalone_ui(output_root: Path) -> Any:
     return enable_queue(blocks)
 
 
-def serve_ui(host: str, port: int, output_root: Path) -> int:
-    """Serve the Video Stylize tab on http://host:port until Ctrl-C."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _warn_if_open(host: str, credentials: Any, what: str) -> None:
+    if host not in LOOPBACK and credentials is None:
+        print(f"warning: serving on {host} without --auth; anyone who can reach it can {what}.", file=sys.stderr)
+
+
+def serve_ui(host: str, port: int, output_root: Path, auth: str | None = None) -> int:
+    """Serve the Video Stylize tab on http://host:port until Ctrl-C; `auth` is 'user:pass' (gradio's login)."""
+    from .auth import parse_auth
+
+    credentials = parse_auth(auth, "--auth")
+    _warn_if_open(host, credentials, "start jobs and read their files")
     output_root = Path(output_root).resolve()
     app = build_standalone_ui(output_root)
     print(f"vidstyle ui: jobs in {output_root}; models from {models_dir(output_root)}", file=sys.stderr)
     try:
-        app.launch(server_name=host, server_port=port, allowed_paths=[str(output_root)], inbrowser=False,
-                   show_error=True, quiet=False)
+        app.launch(
+            server_name=host,
+            server_port=port,
+            allowed_paths=[str(output_root)],
+            inbrowser=False,
+            auth=credentials,
+            show_error=True,
+            quiet=False,
+        )
     except OSError as exc:
         raise UserInputError(f"Cannot listen on {host}:{port} ({exc}); choose another --port.") from None
     except KeyboardInterrupt:
@@ -110,7 +130,7 @@ def serve_ui(host: str, port: int, output_root: Path) -> int:
     return 0
 
 
-def allowed_roots_from_env(output_root: Path, extra: Optional[Sequence[Path]] = None) -> List[Path]:
+def allowed_roots_from_env(output_root: Path, extra: Sequence[Path] | None = None) -> list[Path]:
     """Folders the API may read source videos from: VIDSTYLE_ALLOWED_ROOTS (os.pathsep-separated),
     else the current folder; uploads always land inside output_root."""
     configured = os.environ.get("VIDSTYLE_ALLOWED_ROOTS")
@@ -129,24 +149,50 @@ def _check_can_listen(host: str, port: int) -> None:
             raise UserInputError(f"Cannot listen on {host}:{port} ({exc.strerror}); choose another --port.") from None
 
 
-def serve_api(host: str, port: int, output_root: Path, auth: Optional[str] = None,
-              allowed_roots: Optional[Sequence[Path]] = None) -> int:
-    """Serve /vidstyle/v1 with uvicorn until Ctrl-C; `auth` is 'user:pass' for HTTP basic auth."""
+def serve_api(
+    host: str,
+    port: int,
+    output_root: Path,
+    auth: str | None = None,
+    allowed_roots: Sequence[Path] | None = None,
+    policy_values: dict[str, Any] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+) -> int:
+    """Serve /vidstyle/v1 with uvicorn until Ctrl-C; `auth` is 'user:pass' for HTTP basic auth.
+
+    `policy_values`: ServerPolicy fields (vidstyle serve flags); `allowed_hosts`: Host names
+    clients use beyond the loopback ones (the bound address is always accepted).
+    """
     import uvicorn
 
-    from .server import create_app, parse_auth
+    from .auth import parse_auth
+    from .compat import ValidationError
+    from .overrides import describe_validation_error
+    from .policy import ServerPolicy
+    from .server import create_app
 
-    credentials = parse_auth(auth)
+    credentials = parse_auth(auth, "--auth")
     _check_can_listen(host, port)
     roots = list(allowed_roots) if allowed_roots else allowed_roots_from_env(Path(output_root))
-    if host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
-        print(f"warning: serving on {host} without --auth; anyone who can reach it can start jobs.", file=sys.stderr)
-    manager = JobManager(Path(output_root))
-    app = create_app(manager, roots, credentials)
-    print(f"vidstyle serve: http://{host}:{port}/vidstyle/v1 (docs at /docs); jobs in {manager.output_root}; "
-          f"sources allowed under: {', '.join(map(str, roots))}", file=sys.stderr)
+    values = dict(policy_values or {})
+    values.setdefault("model_dirs", [models_dir(Path(output_root))])
+    values.setdefault("webui_auth", os.environ.get("VIDSTYLE_WEBUI_AUTH") or None)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        policy = ServerPolicy(**values)
+    except ValidationError as exc:
+        raise UserInputError(describe_validation_error(exc, "vidstyle serve")) from None
+    _warn_if_open(host, credentials, "start jobs")
+    hosts = list(dict.fromkeys([*LOOPBACK, *([] if host in ("0.0.0.0", "::") else [host]), *(allowed_hosts or [])]))
+    manager = JobManager(Path(output_root), webui_auth=policy.credentials())
+    app = create_app(manager, roots, credentials, policy=policy, allowed_hosts=hosts)
+    print(
+        f"vidstyle serve: http://{host}:{port}/vidstyle/v1 (docs at /docs); jobs in {manager.output_root}; "
+        f"sources allowed under: {', '.join(map(str, roots))}; backends: {', '.join(policy.backends)}; "
+        f"Host names answered: {', '.join(hosts)} (add more with --allow-host)",
+        file=sys.stderr,
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         manager.close()
     return 0

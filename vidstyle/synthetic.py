@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Tuple
 
 import av
-import numpy as np
 import cv2
+import numpy as np
 
 from .atomic import atomic_path
 
@@ -43,8 +42,14 @@ def draw_scene(t: float, width: int, height: int) -> np.ndarray:
     return frame
 
 
-def make_clip(path: Path, seconds: float = 2.0, fps: int = 30, size: Tuple[int, int] = (320, 240),
-              audio: bool = True, sample_rate: int = 44100) -> Path:
+def make_clip(
+    path: Path,
+    seconds: float = 2.0,
+    fps: int = 30,
+    size: tuple[int, int] = (320, 240),
+    audio: bool = True,
+    sample_rate: int = 44100,
+) -> Path:
     """Write an H.264 + AAC mp4; a 440 Hz tone with a beat every half second."""
     width, height = size
     frames = int(round(seconds * fps))
@@ -65,7 +70,9 @@ def make_clip(path: Path, seconds: float = 2.0, fps: int = 30, size: Tuple[int, 
     return Path(path)
 
 
-def _write_tone(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float, rate: int) -> None:
+def _write_tone(
+    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float, rate: int
+) -> None:
     total = int(seconds * rate)
     t = np.arange(total) / rate
     beat = (np.mod(t, 0.5) < 0.05).astype(np.float32)

@@ -9,7 +9,7 @@ Models come from local files only, never from the network:
 
 A single-file checkpoint holds weights but no configs. diffusers needs the matching
 diffusers configs (tens of KB, no weights); we pass them as a local folder: the tiny
-model's own folder, or the Hugging Face cache (filled once online with
+model's own folder (its single file names it in its metadata), or the Hugging Face cache (filled once online with
 `hf download <repo> --include "*.json" --include "*.txt"`). A single-file ControlNet with
 its WebUI `.yaml` next to it (sd-webui-controlnet ships them) needs nothing else.
 
@@ -19,13 +19,18 @@ weights, sampler and ControlNet settings are set from the request before every c
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any
+
+from PIL import Image
 
 from ..errors import (
     BackendError,
@@ -37,6 +42,7 @@ from ..errors import (
 from ..samplers import build_scheduler, check_sampler
 from ..spec import ControlNetSpec, JobSpec, LoraRef
 from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
+from .diffusers_memory import VAE_TILE_OVERLAP, VAE_TILE_PX, Frame, MemoryPlan, gib, plan_memory, profile_modules
 
 try:  # the WebUI and a slim install have no diffusers; say how to get it instead of a traceback
     import diffusers
@@ -44,8 +50,8 @@ try:  # the WebUI and a slim install have no diffusers; say how to get it instea
     from diffusers import ControlNetModel
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     torch = None  # type: ignore[assignment]
-    diffusers = None  # type: ignore[assignment]
-    _IMPORT_ERROR: Optional[ImportError] = _exc
+    diffusers = None
+    _IMPORT_ERROR: ImportError | None = _exc
 else:
     _IMPORT_ERROR = None
 
@@ -60,6 +66,10 @@ CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt")
 SOFT_INJECTION_BASE = 0.825
 # Pipeline config flags carried over when the ControlNet pipeline shares the base's modules.
 _PIPELINE_FLAGS = ("requires_safety_checker", "force_zeros_for_empty_prompt", "requires_aesthetics_score")
+# torch.compile backend; tests swap in "eager" (inductor needs a C++ compiler and minutes on CPU).
+COMPILE_BACKEND = "inductor"
+# Free accelerator memory in bytes for a device, or None when there is nothing to fill (CPU).
+FreeMemory = Callable[["torch.device"], int | None]
 # Families of pipeline classes: (plain img2img, ControlNet img2img).
 PIPELINES = {
     "sd15": ("StableDiffusionImg2ImgPipeline", "StableDiffusionControlNetImg2ImgPipeline"),
@@ -70,10 +80,10 @@ PIPELINES = {
 def _dtype_keyword() -> str:
     """diffusers renamed `torch_dtype` to `dtype` (0.42 warns on the old name; 0.30 lacks the new)."""
     try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (feature probe only)
+        from diffusers.utils import deprecation_utils
     except ImportError:
         return "torch_dtype"
-    return "dtype"
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def _quiet_library_output() -> None:
@@ -111,7 +121,8 @@ def resolve_checkpoint(name: str) -> ModelSource:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelNotFoundError(
-                f"Checkpoint folder {path} has no model_index.json; give a diffusers model folder or a .safetensors file."
+                f"Checkpoint folder {path} has no model_index.json; give a diffusers model folder or a .safetensors "
+                "file."
             )
         return ModelSource("folder", path, name)
     if path.is_file():
@@ -166,7 +177,7 @@ def _require_diffusers() -> None:
         )
 
 
-def resolve_device(name: str) -> Tuple["torch.device", "torch.dtype"]:
+def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
     """'auto' -> CUDA when present, else CPU; half precision on CUDA, full on CPU."""
     _require_diffusers()
     if name == "auto":
@@ -176,11 +187,13 @@ def resolve_device(name: str) -> Tuple["torch.device", "torch.dtype"]:
     except RuntimeError:
         raise SpecError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PreflightError(f"Device '{name}' was asked for but CUDA is not available; set backend.device to auto or cpu.")
+        raise PreflightError(
+            f"Device '{name}' was asked for but CUDA is not available; set backend.device to auto or cpu."
+        )
     return device, (torch.float16 if device.type == "cuda" else torch.float32)
 
 
-def _safetensors_shapes(path: Path) -> Dict[str, Tuple[int, ...]]:
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a .safetensors header, without reading the weights."""
     from safetensors import safe_open
 
@@ -200,14 +213,21 @@ def checkpoint_family(source: ModelSource) -> str:
     return "sdxl" if any(key.startswith("conditioner.embedders.1.") for key in shapes) else "sd15"
 
 
-def _is_tiny_single_file(shapes: Dict[str, Tuple[int, ...]]) -> bool:
-    from ..tiny_models import UNET_CHANNELS
+def _declared_config_dir(path: Path) -> Path | None:
+    """The tiny model's config folder when the file's metadata names it (the tiny single file does).
 
-    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    return conv_in is not None and conv_in[0] == UNET_CHANNELS[0]
+    File metadata is untrusted: it can select the built-in tiny configs, never a folder of its choosing.
+    """
+    from safetensors import safe_open
+
+    from ..tiny_models import CONFIG_METADATA_KEY, CONFIG_METADATA_VALUE, tiny_pipeline_dir
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return tiny_pipeline_dir() if metadata.get(CONFIG_METADATA_KEY) == CONFIG_METADATA_VALUE else None
 
 
-def _cached_hub_configs(repo_id: str) -> Optional[Path]:
+def _cached_hub_configs(repo_id: str) -> Path | None:
     """The Hugging Face cache snapshot holding a repo's config files, if it is on this machine."""
     from huggingface_hub import snapshot_download
 
@@ -218,7 +238,7 @@ def _cached_hub_configs(repo_id: str) -> Optional[Path]:
     return Path(folder)
 
 
-def _meta_state_dict(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, "torch.Tensor"]:
+def _meta_state_dict(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     """Shape-only tensors, enough for diffusers' model-type detection without loading GBs."""
     return {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
 
@@ -232,10 +252,9 @@ def single_file_config_dir(path: Path) -> Path:
     from diffusers.loaders.single_file_utils import fetch_diffusers_config
 
     shapes = _safetensors_shapes(path) if path.suffix.lower() == ".safetensors" else {}
-    if _is_tiny_single_file(shapes):
-        from ..tiny_models import tiny_pipeline_dir
-
-        return tiny_pipeline_dir()
+    declared = _declared_config_dir(path) if shapes else None
+    if declared is not None:
+        return declared
     if not shapes:
         raise ModelNotFoundError(
             f"{path} is not a .safetensors file, so its model type cannot be read without loading it; "
@@ -251,7 +270,7 @@ def single_file_config_dir(path: Path) -> Path:
     return folder
 
 
-def _soft_injection_hook(backend: "DiffusersBackend"):
+def _soft_injection_hook(backend: DiffusersBackend) -> Callable[[Any, Any, Any], Any]:
     """Forward hook scaling ControlNet residuals like sd-webui-controlnet's soft injection."""
 
     def hook(module: Any, args: Any, output: Any) -> Any:
@@ -260,7 +279,7 @@ def _soft_injection_hook(backend: "DiffusersBackend"):
         down, mid = output[0], output[1]
         count = len(down) + 1
         scales = [SOFT_INJECTION_BASE ** float(count - 1 - i) for i in range(count)]
-        scaled_down = [residual * scale for residual, scale in zip(down, scales)]
+        scaled_down = [residual * scale for residual, scale in zip(down, scales, strict=False)]
         return (scaled_down, mid * scales[-1]) + tuple(output[2:])
 
     return hook
@@ -273,25 +292,33 @@ class DiffusersBackend:
     # One frame at a time: the pipeline holds per-call state (scheduler, adapters, hooks).
     concurrency = 1
 
-    def __init__(self, spec: JobSpec, on_status: Optional[StatusCallback] = None) -> None:
+    def __init__(
+        self, spec: JobSpec, on_status: StatusCallback | None = None, free_memory: FreeMemory | None = None
+    ) -> None:
         _quiet_library_output()
         self.spec = spec
         self._on_status = on_status
+        # Injectable so the choice of memory mode can be tested without a GPU.
+        self._free_memory: FreeMemory = free_memory or cuda_free_memory
+        self.memory_plan: MemoryPlan | None = None
+        self.attention: str | None = None
+        self.compile_seconds: float | None = None
+        self._placed_pipe: Any = None
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
         self._soft_injection = False
-        self._checkpoint: Optional[str] = None
-        self._controlnet_name: Optional[str] = None
+        self._checkpoint: str | None = None
+        self._controlnet_name: str | None = None
         self._base: Any = None
         self._control_pipe: Any = None
         self._family = "sd15"
-        self._base_scheduler_config: Dict[str, Any] = {}
-        self._adapters: Dict[Path, str] = {}
+        self._base_scheduler_config: dict[str, Any] = {}
+        self._adapters: dict[Path, str] = {}
         self._adapter_counter = 0
-        self._active_loras: Optional[List[Tuple[str, float]]] = None
+        self._active_loras: list[tuple[str, float]] | None = None
         self._device: Any = None
         self._dtype: Any = None
-        self._warned_prompts: Set[str] = set()
+        self._warned_prompts: set[str] = set()
 
     # ----- protocol -------------------------------------------------------------------
 
@@ -306,10 +333,21 @@ class DiffusersBackend:
             resolve_controlnet(self.spec.controlnet.model)
         for ref in self.spec.model.loras:
             resolve_lora(ref.name)
+        _check_memory_options(self.spec)
         with self._lock:
             self._device, self._dtype = resolve_device(self.spec.backend.device)
-            self._ensure_pipeline(self.spec.model.checkpoint, self.spec.controlnet)
+            pipe = self._ensure_pipeline(self.spec.model.checkpoint, self.spec.controlnet)
             self._apply_loras(self.spec.model.loras)
+            self._place(
+                pipe,
+                Frame(
+                    self.spec.size.width,
+                    self.spec.size.height,
+                    self.spec.controlnet.enabled,
+                    _guidance_batch(self.spec.sampling.cfg_scale),
+                    self.spec.backend.vae_tiling,
+                ),
+            )
 
     def img2img(self, request: Img2ImgRequest) -> Img2ImgResult:
         """Render one frame; an `interrupt()` from then on ends it with Cancelled at the next step."""
@@ -323,16 +361,28 @@ class DiffusersBackend:
                 self._device, self._dtype = resolve_device(self.spec.backend.device)
             pipe = self._ensure_pipeline(request.checkpoint, request.controlnet)
             self._apply_loras(request.loras)
+            self._place(
+                pipe,
+                Frame(
+                    request.width,
+                    request.height,
+                    request.controlnet.enabled,
+                    _guidance_batch(request.cfg_scale),
+                    self.spec.backend.vae_tiling,
+                ),
+            )
             pipe.scheduler = build_scheduler(self._base_scheduler_config, request.sampler, request.scheduler)
             truncated = self._check_prompt_length(request.prompt)
             image = self._run(pipe, request)
-        info: Dict[str, Any] = {
+        info: dict[str, Any] = {
             "backend": self.name,
             "checkpoint": request.checkpoint,
             "sampler": request.sampler,
             "scheduler": request.scheduler,
             "seed": request.seed,
             "device": str(self._device),
+            "memory_mode": self.memory_plan.mode if self.memory_plan else "none",
+            "attention": self.attention,
         }
         if request.controlnet.enabled:
             info["controlnet"] = request.controlnet.model
@@ -376,7 +426,8 @@ class DiffusersBackend:
         return self._control_pipe
 
     def _drop_pipelines(self) -> None:
-        self._base = self._control_pipe = None
+        self._base = self._control_pipe = self._placed_pipe = None
+        self.memory_plan = None
         self._checkpoint = self._controlnet_name = None
         self._adapters.clear()
         self._active_loras = None
@@ -387,7 +438,7 @@ class DiffusersBackend:
     def _load_base(self, source: ModelSource) -> Any:
         cls = self._pipeline_class(controlled=False)
         # The WebUI runs no safety checker and adds no invisible watermark; neither do we.
-        extra: Dict[str, Any] = {"add_watermarker": False}
+        extra: dict[str, Any] = {"add_watermarker": False}
         if self._family == "sd15":
             extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
         dtype = {_dtype_keyword(): self._dtype}
@@ -402,9 +453,11 @@ class DiffusersBackend:
         except (ModelNotFoundError, PreflightError):
             raise
         except Exception as exc:  # diffusers/transformers raise many types for bad or mismatched files
-            raise PreflightError(f"Checkpoint {source.path} could not be loaded ({_first_line(exc)}); check the file.") from None
+            raise PreflightError(
+                f"Checkpoint {source.path} could not be loaded ({_first_line(exc)}); check the file."
+            ) from None
         pipe.set_progress_bar_config(disable=True)
-        pipe = pipe.to(self._device)
+        # Loaded on the CPU; `_place` moves it (or installs offload hooks) once the plan is known.
         for module in (pipe.unet, pipe.vae):
             self._fast_layout(module)
         return pipe
@@ -422,15 +475,16 @@ class DiffusersBackend:
             else:
                 yaml = source.path.with_suffix(".yaml")
                 if yaml.is_file():  # sd-webui-controlnet keeps the original config next to each model
-                    options: Dict[str, Any] = {"original_config": str(yaml)}
+                    options: dict[str, Any] = {"original_config": str(yaml)}
                 else:
                     options = {"config": str(_controlnet_config_dir(source.path))}
                 model = ControlNetModel.from_single_file(str(source.path), local_files_only=True, **dtype, **options)
         except (ModelNotFoundError, PreflightError):
             raise
         except Exception as exc:
-            raise PreflightError(f"ControlNet {source.path} could not be loaded ({_first_line(exc)}); check the file.") from None
-        model = model.to(self._device)
+            raise PreflightError(
+                f"ControlNet {source.path} could not be loaded ({_first_line(exc)}); check the file."
+            ) from None
         self._fast_layout(model)
         return model
 
@@ -453,15 +507,144 @@ class DiffusersBackend:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    # ----- memory modes, attention, compile --------------------------------------------
+
+    def _place(self, pipe: Any, frame: Frame) -> None:
+        """Put `pipe` on the device as the memory plan says (whole, or behind offload hooks), once."""
+        if pipe is self._placed_pipe:
+            return
+        options = self.spec.backend
+        if self.memory_plan is None:
+            self.memory_plan = self._plan_memory(pipe, frame)
+        mode = self.memory_plan.mode
+        note = ""
+        if mode == "model_offload":
+            pipe.enable_model_cpu_offload(device=self._device)
+        elif mode == "sequential_offload" and self._device.type != "cpu":
+            pipe.enable_sequential_cpu_offload(device=self._device)
+        else:
+            # On the CPU, accelerate's layer-by-layer hooks break (weights' home and execution
+            # device are the same) and would save nothing: everything stays where it is.
+            pipe.to(self._device)
+            if mode != "none":
+                note = " (nothing to offload to on the CPU: all models stay in memory)"
+        # Called on the VAE itself: the pipeline-level enable_vae_* are deprecated in diffusers.
+        pipe.vae.use_slicing = options.vae_slicing
+        if options.vae_tiling:
+            pipe.vae.enable_tiling()
+            pipe.vae.tile_sample_min_size = VAE_TILE_PX
+            pipe.vae.tile_latent_min_size = VAE_TILE_PX // 8
+            pipe.vae.tile_overlap_factor = VAE_TILE_OVERLAP
+        self.attention = self._set_attention(pipe)
+        self._placed_pipe = pipe
+        if options.compile:
+            self._compile(pipe, frame)
+        if mode == "model_offload" and self._device.type == "cpu":
+            note = " (on the CPU there is nothing to offload to; the hooks only run)"
+        self._status(
+            f"Memory mode {mode}{note}, {self.attention} attention, about "
+            f"{gib(self.memory_plan.estimate.with_headroom)} needed on {self._device}"
+        )
+
+    def _unplace(self) -> None:
+        """Take offload hooks off (they wrap the modules LoRA loading changes); `_place` re-applies them."""
+        if self._placed_pipe is not None and self.memory_plan is not None and self.memory_plan.mode != "none":
+            self._placed_pipe.remove_all_hooks()
+            self._placed_pipe = None
+
+    def _plan_memory(self, pipe: Any, frame: Frame) -> MemoryPlan:
+        names = ("unet", "vae", "text_encoder", "text_encoder_2", "controlnet")
+        modules = {name: getattr(pipe, name, None) for name in names}
+        if not frame.controlnet:
+            modules["controlnet"] = None
+        profile = profile_modules(modules, torch.finfo(self._dtype).bits // 8)
+        plan = plan_memory(
+            profile, frame, self.spec.backend.memory_mode, self._free_memory(self._device), str(self._device)
+        )
+        if not plan.fits:
+            raise PreflightError(f"The job will not fit in GPU memory: {plan.advice}")
+        return plan
+
+    def _set_attention(self, pipe: Any) -> str:
+        """xformers when asked for (or installed, for 'auto' on CUDA), else PyTorch's SDPA; returns which."""
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        wanted = self.spec.backend.attention
+        use_xformers = wanted == "xformers" or (
+            wanted == "auto" and self._device.type == "cuda" and importlib.util.find_spec("xformers") is not None
+        )
+        if use_xformers:
+            try:
+                pipe.enable_xformers_memory_efficient_attention()
+                return "xformers"
+            except Exception as exc:  # an xformers build that does not match this torch/GPU
+                if wanted == "xformers":
+                    raise PreflightError(
+                        f"xformers attention could not be enabled ({_first_line(exc)}); reinstall xformers for this "
+                        "torch version or set backend.attention to sdpa."
+                    ) from None
+                log.warning("xformers is installed but unusable (%s); using PyTorch's SDPA.", _first_line(exc))
+        for name in ("unet", "vae", "controlnet"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.set_attn_processor(AttnProcessor2_0())
+        return "sdpa"
+
+    def _compile(self, pipe: Any, frame: Frame) -> None:
+        """torch.compile the UNet and ControlNet in place, and compile now with one warm-up step, timed.
+
+        Compiling happens on the first call; doing it here keeps it out of frame 1's time and
+        reports it on its own (`compile_seconds`).
+        """
+        modules = [pipe.unet] + ([pipe.controlnet] if getattr(pipe, "controlnet", None) is not None else [])
+        fresh = [module for module in modules if getattr(module, "_compiled_call_impl", None) is None]
+        if not fresh:  # re-placed after a LoRA load: already compiled
+            return
+        for module in fresh:
+            module.compile(backend=COMPILE_BACKEND)
+        self._status("Compiling the UNet and ControlNet with torch.compile (one warm-up step)")
+        spec = self.spec
+        blank = Image.new("RGB", (frame.width, frame.height), (127, 127, 127))
+        warm_up = Img2ImgRequest(
+            frame_index=-1,
+            init_image=blank,
+            control_image=Image.new("RGB", blank.size),
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            checkpoint=spec.model.checkpoint,
+            loras=list(spec.model.loras),
+            controlnet=spec.controlnet,
+            width=frame.width,
+            height=frame.height,
+            denoise=1.0,
+            steps=1,
+            cfg_scale=spec.sampling.cfg_scale,
+            sampler=spec.sampling.sampler,
+            scheduler=spec.sampling.scheduler,
+            seed=0,
+        )
+        pipe.scheduler = build_scheduler(self._base_scheduler_config, warm_up.sampler, warm_up.scheduler)
+        started = time.perf_counter()
+        try:
+            self._run(pipe, warm_up)
+        except BackendError as exc:
+            log.error("torch.compile warm-up failed: %s", exc)
+            raise PreflightError(
+                "torch.compile of the UNet and ControlNet failed on its warm-up step (the log has the compiler's "
+                "error); set backend.compile to false."
+            ) from None
+        self.compile_seconds = time.perf_counter() - started
+        self._status(f"Compiled in {self.compile_seconds:.1f} s")
+
     # ----- LoRAs ----------------------------------------------------------------------
 
-    def _apply_loras(self, loras: List[LoraRef]) -> None:
+    def _apply_loras(self, loras: list[LoraRef]) -> None:
         """Load new LoRA files as PEFT adapters and activate exactly this request's, with its weights.
 
         Adapters a request does not name stay loaded but inactive; PEFT then runs the base
         layer alone, so the pixels equal those of a backend that never loaded them.
         """
-        weights: Dict[Path, float] = {}
+        weights: dict[Path, float] = {}
         for ref in loras:  # the same file twice adds up, as two <lora:...> tags do in the WebUI
             path = resolve_lora(ref.name)
             weights[path] = weights.get(path, 0.0) + ref.weight
@@ -470,6 +653,7 @@ class DiffusersBackend:
             return
         for path in weights:
             if path not in self._adapters:
+                self._unplace()  # diffusers cannot re-create our offload hooks itself (it assumes cuda:0)
                 self._load_lora(path)
         if weights:
             self._base.enable_lora()
@@ -491,7 +675,9 @@ class DiffusersBackend:
             )
         except ValueError as exc:
             if "PEFT backend is required" in str(exc):
-                raise PreflightError("LoRAs in the diffusers backend need the peft package; install it with: pip install peft.") from None
+                raise PreflightError(
+                    "LoRAs in the diffusers backend need the peft package; install it with: pip install peft."
+                ) from None
             raise PreflightError(
                 f"LoRA {path} does not fit checkpoint {self._checkpoint} ({_first_line(exc)}); "
                 "use a LoRA trained for this base model."
@@ -523,9 +709,9 @@ class DiffusersBackend:
             log.warning("The prompt is longer than %d CLIP tokens; the diffusers backend ignores the rest.", limit - 2)
         return True
 
-    def _call_arguments(self, pipe: Any, request: Img2ImgRequest) -> Dict[str, Any]:
+    def _call_arguments(self, pipe: Any, request: Img2ImgRequest) -> dict[str, Any]:
         generator = torch.Generator(device=self._device).manual_seed(request.seed)
-        arguments: Dict[str, Any] = {
+        arguments: dict[str, Any] = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
             "image": request.init_image.convert("RGB"),
@@ -565,10 +751,43 @@ class DiffusersBackend:
         finally:
             self._soft_injection = False
 
-    def _on_step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    def _on_step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         if self._interrupted.is_set():
             raise Cancelled("Rendering was cancelled; resume the job to continue from the last finished frame.")
         return callback_kwargs
+
+
+def cuda_free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device (what other programs and this process leave), None on CPU."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def _guidance_batch(cfg_scale: float) -> int:
+    """diffusers runs the UNet on conditional + unconditional latents at once when CFG is on."""
+    return 2 if cfg_scale > 1.0 else 1
+
+
+def _check_memory_options(spec: JobSpec) -> None:
+    """Combinations of memory options that cannot work, named before any model loads."""
+    options = spec.backend
+    if options.compile and options.memory_mode == "sequential_offload":
+        raise SpecError(
+            "backend.compile cannot be combined with sequential_offload (weights move in and out layer by layer); "
+            "set backend.memory_mode to model_offload or none, or turn compile off."
+        )
+    if options.attention == "xformers":
+        if importlib.util.find_spec("xformers") is None:
+            raise PreflightError(
+                "backend.attention is xformers but the xformers package is not installed; install it "
+                "(pip install xformers) or set backend.attention to auto or sdpa."
+            )
+        if resolve_device(options.device)[0].type != "cuda":
+            raise PreflightError(
+                "xformers attention runs on CUDA only; set backend.attention to auto or sdpa on the CPU."
+            )
 
 
 def _check_steps(steps: int, denoise: float) -> None:
@@ -595,6 +814,7 @@ def _describe_failure(exc: BaseException, request: Img2ImgRequest) -> str:
     if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
         return (
             f"Frame {request.frame_index}: the GPU ran out of memory at {request.width}x{request.height}; "
-            "lower the size or close other GPU programs, then resume."
+            "lower the size, set backend.memory_mode to model_offload or sequential_offload, or turn on "
+            "backend.vae_tiling, then resume."
         )
     return f"Frame {request.frame_index} failed in diffusers ({_first_line(exc)}); check the settings and resume."

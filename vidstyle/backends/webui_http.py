@@ -12,12 +12,18 @@ import base64
 import binascii
 import io
 import json
-from typing import Any, Dict, Optional, Tuple
+import logging
+import os
+import re
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import httpx
 import numpy as np
 from PIL import Image
+
+from ..auth import parse_auth
 
 # Kinds of failure, from the backend's point of view.
 UNREACHABLE = "unreachable"  # connection refused / reset / DNS: the server is not there (now)
@@ -29,6 +35,8 @@ SERVER_ERROR = "server_error"  # 5xx: the server failed while working on it
 BAD_RESPONSE = "bad_response"  # 2xx that is not what the WebUI sends (not JSON, no image)
 
 SERVER_DOWN_KINDS = (UNREACHABLE, TIMEOUT)
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,7}$")
+log = logging.getLogger(__name__)
 
 # PNG settings for frames we send; the row filter option exists from OpenCV 4.11 on.
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
@@ -39,7 +47,7 @@ if hasattr(cv2, "IMWRITE_PNG_FILTER"):
 class WebUIHTTPError(Exception):
     """One failed call to a WebUI; `str()` is a sentence fragment naming what went wrong."""
 
-    def __init__(self, kind: str, message: str, status: Optional[int] = None, detail: Any = None) -> None:
+    def __init__(self, kind: str, message: str, status: int | None = None, detail: Any = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -55,12 +63,15 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def parse_auth(auth: Optional[str]) -> Optional[Tuple[str, str]]:
-    """`user:pass` -> (user, pass); the password may itself contain ':'."""
-    if not auth:
-        return None
-    user, _, password = auth.partition(":")
-    return user, password
+AUTH_ENV = "VIDSTYLE_WEBUI_AUTH"
+
+
+def resolve_auth(given: str | None) -> str | None:
+    """The WebUI user:password: the one given (--webui-auth, the server's policy, an old job's
+    job.toml), else the VIDSTYLE_WEBUI_AUTH environment variable. Never part of a JobSpec."""
+    if given:
+        return given
+    return os.environ.get(AUTH_ENV) or None
 
 
 class WebUIClient:
@@ -69,7 +80,7 @@ class WebUIClient:
     def __init__(
         self,
         url: str,
-        auth: Optional[str],
+        auth: str | None,
         request_timeout: float,
         connect_timeout: float = 10.0,
         max_connections: int = 4,
@@ -84,13 +95,23 @@ class WebUIClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    def get_json(self, path: str, timeout: Optional[float] = None, params: Optional[Dict[str, Any]] = None) -> Any:
+    def get_json(self, path: str, timeout: float | None = None, params: dict[str, Any] | None = None) -> Any:
         return self._call("GET", path, timeout=timeout, params=params)
 
-    def post_json(self, path: str, body: Any, timeout: Optional[float] = None) -> Any:
+    def post_json(self, path: str, body: Any, timeout: float | None = None) -> Any:
         # Serialize once ourselves: frames are large and httpx would re-encode per attempt.
         content = json.dumps(body, separators=(",", ":")).encode("utf-8")
         return self._call("POST", path, timeout=timeout, content=content)
+
+    def post_body(
+        self, path: str, content: bytes, timeout: float | None = None, on_sent: Callable[[], None] | None = None
+    ) -> Any:
+        """POST an already serialized JSON body; `on_sent()` runs once its last byte is written.
+
+        The WebUI queues a request only once it has the whole body, so `on_sent` is the
+        earliest moment a second request to the same server may start without overtaking it.
+        """
+        return self._call("POST", path, timeout=timeout, content=content, on_sent=on_sent)
 
     def close(self) -> None:
         self._client.close()
@@ -99,12 +120,15 @@ class WebUIClient:
         self,
         method: str,
         path: str,
-        timeout: Optional[float],
-        params: Optional[Dict[str, Any]] = None,
-        content: Optional[bytes] = None,
+        timeout: float | None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Any:
         seconds = self.request_timeout if timeout is None else timeout
         headers = {"Content-Type": "application/json"} if content is not None else None
+        # httpcore's trace hook (httpcore 0.15+): events "<protocol>.send_request_body.complete" etc.
+        extensions = {"trace": _body_sent_tracer(on_sent)} if on_sent is not None else None
         try:
             response = self._client.request(
                 method,
@@ -113,12 +137,42 @@ class WebUIClient:
                 content=content,
                 headers=headers,
                 timeout=httpx.Timeout(seconds, connect=min(self.connect_timeout, seconds)),
+                extensions=extensions,
             )
         except httpx.TimeoutException:
             raise WebUIHTTPError(TIMEOUT, f"no answer to {method} {path} within {seconds:g} s") from None
         except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise WebUIHTTPError(UNREACHABLE, _transport_reason(exc)) from None
         return _json_or_raise(response, method, path)
+
+
+def _body_sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], None]:
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            on_sent()
+
+    return trace
+
+
+def json_with_blobs(body: Any, blobs: dict[str, bytes]) -> bytes:
+    """JSON of `body` in which every string equal to a key of `blobs` becomes that blob's text.
+
+    For base64 images: base64 needs no JSON escaping, so splicing the bytes in costs a copy
+    where json.dumps would scan every character (about half the time for two 1024x1024 frames).
+    Keys should be strings no prompt contains (see `blob_placeholder`).
+    """
+    text = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    for key, blob in blobs.items():
+        text = text.replace(json.dumps(key).encode("utf-8"), b'"' + blob + b'"')
+    return text
+
+
+_PLACEHOLDER_TOKEN = os.urandom(8).hex()
+
+
+def blob_placeholder(name: str) -> str:
+    """A string that stands for a blob in `json_with_blobs`, unguessable by prompt authors."""
+    return f"\x00{name}:{_PLACEHOLDER_TOKEN}\x00"
 
 
 def _transport_reason(exc: Exception) -> str:
@@ -161,20 +215,24 @@ def _error_detail(response: httpx.Response) -> Any:
 
 
 def describe_http_error(method: str, path: str, status: int, detail: Any) -> str:
-    """One fragment from the shapes the WebUI answers errors with.
+    """One fragment of ours for a WebUI's error answer; its body goes to the log, not the message.
 
-    FastAPI validation errors: {"detail": [{"loc": [...], "msg": ...}]}; HTTPException:
-    {"detail": "..."}; the WebUI's API middleware: {"error", "detail", "body", "errors"}.
+    Messages reach job statuses, which API clients read, so what a server answered is
+    never passed on; only a rejected field's name, when it is a plain dotted name.
+    Shapes: FastAPI validation errors {"detail": [{"loc": [...], "msg": ...}]}; HTTPException
+    {"detail": "..."}; the WebUI's API middleware {"error", "detail", "body", "errors"}.
     """
-    if status == 422:
-        field, message = rejected_field(detail)
-        if field:
-            return f"the server rejected field '{field}' of {method} {path} ({message})"
     text = _detail_text(detail)
-    return f"{method} {path} answered HTTP {status}" + (f": {text}" if text else "")
+    if text:
+        log.warning("WebUI answered HTTP %s to %s %s: %s", status, method, path, text)
+    if status == 422:
+        field, _ = rejected_field(detail)
+        if field and _FIELD_NAME.match(field):
+            return f"the server rejected field '{field}' of {method} {path}"
+    return f"{method} {path} answered HTTP {status}"
 
 
-def rejected_field(detail: Any) -> Tuple[Optional[str], str]:
+def rejected_field(detail: Any) -> tuple[str | None, str]:
     """(dotted field, message) of the first validation error in a 422 answer, if any."""
     items = detail.get("detail") if isinstance(detail, dict) else None
     if isinstance(items, list) and items and isinstance(items[0], dict):
@@ -225,7 +283,7 @@ def decode_image_base64(data: str) -> Image.Image:
         return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "RGB")
     try:
         image = Image.open(io.BytesIO(raw))
-        image.load()
+        image.load()  # type: ignore[no-untyped-call]  # Pillow's ImageFile.load is not annotated
         return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise WebUIHTTPError(BAD_RESPONSE, f"the returned image could not be decoded ({exc})") from None

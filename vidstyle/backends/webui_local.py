@@ -9,6 +9,9 @@ sd-webui-controlnet 1.1.455, Forge; see docs/webui-compat.md):
   `modules.call_queue.queue_lock` between `shared.state.begin()` and `end()` exactly as the
   WebUI's img2img API does, so it queues with the txt2img/img2img tabs instead of colliding.
   The lock is taken per frame: the user's own generations can run between two frames.
+  The next frame's inputs are built while a frame renders, and it then waits for the lock
+  (a FIFO lock since 1.7), so the GPU goes on to it at once; a cancel lets it take the
+  lock and leave without rendering.
 * `p.is_api = True`: otherwise the built-in Sampler and Seed scripts (`setup_for_ui_only`)
   overwrite the frame's sampler, steps and seed with the img2img tab's widget values.
 * Script arguments start as the WebUI's API builds them (each script input's default
@@ -34,15 +37,23 @@ import threading
 from contextlib import closing
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
 from ..errors import BackendError, Cancelled, PreflightError
 from ..spec import ControlNetSpec, JobSpec
 from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
-from .webui_api import controlnet_unit, wanted_from_request, wanted_from_spec
-from .webui_preflight import FORGE_CONTROLNET, SD_WEBUI_CONTROLNET, ControlNetCatalog, ServerCatalog, ServerPlan, Wanted, plan_for
+from .webui_fields import controlnet_unit, img2img_fields, wanted_from_request, wanted_from_spec
+from .webui_preflight import (
+    FORGE_CONTROLNET,
+    SD_WEBUI_CONTROLNET,
+    ControlNetCatalog,
+    ServerCatalog,
+    ServerPlan,
+    Wanted,
+    plan_for,
+)
 
 NAME = "webui_local"
 JOB_NAME = "vidstyle"
@@ -68,10 +79,10 @@ class ControlNetApi:
 
     flavor: str  # SD_WEBUI_CONTROLNET or FORGE_CONTROLNET
     external_code: ModuleType
-    global_state: Optional[ModuleType] = None  # Forge: model and preprocessor lists live here
+    global_state: ModuleType | None = None  # Forge: model and preprocessor lists live here
 
 
-def _loaded_module(name: str) -> Optional[ModuleType]:
+def _loaded_module(name: str) -> ModuleType | None:
     """The module the WebUI already imported under `name`, else an import attempt.
 
     Re-importing an extension by file path (`extensions.sd-webui-controlnet.scripts...`)
@@ -86,7 +97,7 @@ def _loaded_module(name: str) -> Optional[ModuleType]:
         return None
 
 
-def find_controlnet() -> Optional[ControlNetApi]:
+def find_controlnet() -> ControlNetApi | None:
     """sd-webui-controlnet's `scripts.external_code`, or Forge's `lib_controlnet`; None when neither runs."""
     mikubill = _loaded_module("scripts.external_code")
     if mikubill is not None and all(
@@ -110,7 +121,7 @@ def local_url() -> str:
     return f"http://127.0.0.1:{getattr(shared.cmd_opts, 'port', None) or 7860}"
 
 
-def _checkpoints() -> List[Dict[str, Any]]:
+def _checkpoints() -> list[dict[str, Any]]:
     from modules import sd_models
 
     # The fields of GET /sdapi/v1/sd-models (modules/api/api.py get_sd_models).
@@ -120,13 +131,13 @@ def _checkpoints() -> List[Dict[str, Any]]:
     ]
 
 
-def _samplers() -> List[Dict[str, Any]]:
+def _samplers() -> list[dict[str, Any]]:
     from modules import sd_samplers
 
     return [{"name": s.name, "aliases": list(s.aliases)} for s in sd_samplers.all_samplers]
 
 
-def _schedulers() -> Optional[List[Dict[str, Any]]]:
+def _schedulers() -> list[dict[str, Any]] | None:
     try:
         from modules import sd_schedulers
     except ImportError:  # WebUI before 1.9: no schedule types
@@ -134,7 +145,7 @@ def _schedulers() -> Optional[List[Dict[str, Any]]]:
     return [{"name": s.name, "label": s.label, "aliases": list(s.aliases or [])} for s in sd_schedulers.schedulers]
 
 
-def _loras() -> Optional[List[Dict[str, Any]]]:
+def _loras() -> list[dict[str, Any]] | None:
     # The Lora extension (A1111 extensions-builtin/Lora, Forge sd_forge_lora) loads as `networks`.
     networks = sys.modules.get("networks")
     if networks is None or not hasattr(networks, "available_networks"):
@@ -155,9 +166,9 @@ def _controlnet_catalog(api: ControlNetApi) -> ControlNetCatalog:
     return ControlNetCatalog(api.flavor, models, list(state.get_all_preprocessor_names()), {})
 
 
-def read_catalog(wanted: Wanted) -> Tuple[ServerCatalog, List[str]]:
+def read_catalog(wanted: Wanted) -> tuple[ServerCatalog, list[str]]:
     """This WebUI's checkpoints, samplers, schedule types, LoRAs and ControlNet lists."""
-    problems: List[str] = []
+    problems: list[str] = []
     loras = None
     if wanted.loras:
         loras = _loras()
@@ -174,27 +185,53 @@ def read_catalog(wanted: Wanted) -> Tuple[ServerCatalog, List[str]]:
     return catalog, problems
 
 
-def checkpoint_titles() -> List[str]:
+def checkpoint_titles() -> list[str]:
     return [entry["title"] for entry in _checkpoints()]
 
 
-def lora_names() -> List[str]:
+def lora_names() -> list[str]:
     return [entry["name"] for entry in _loras() or []]
 
 
-def controlnet_model_names() -> List[str]:
+def lora_stage_target() -> tuple[Any, Any, Any]:
+    """(Lora folder, refresh(expected names), listed names) of this WebUI, for `vidstyle.lora_stage`.
+
+    The folder is the Lora extension's --lora-dir (default models/Lora); refreshing is what
+    POST /sdapi/v1/refresh-loras does: networks.list_available_networks().
+    """
+    from pathlib import Path
+
+    from modules import shared
+
+    networks = sys.modules.get("networks")
+    folder = getattr(shared.cmd_opts, "lora_dir", None)
+    if networks is None or not hasattr(networks, "list_available_networks") or not folder:
+        raise PreflightError(LORA_MISSING)
+
+    def refresh(expected: list[str]) -> None:
+        networks.list_available_networks()
+        missing = [name for name in expected if name not in networks.available_networks]
+        if missing:
+            raise PreflightError(
+                f"This WebUI does not list {missing[0]} after a refresh; check that {folder} is its Lora folder."
+            )
+
+    return Path(folder), refresh, lambda: set(lora_names())
+
+
+def controlnet_model_names() -> list[str]:
     api = find_controlnet()
     return _controlnet_catalog(api).models if api is not None else []
 
 
-def sampler_names() -> List[str]:
+def sampler_names() -> list[str]:
     return [entry["name"] for entry in _samplers()]
 
 
 # -- building one img2img run ---------------------------------------------------------------
 
 
-def default_script_args(runner: Any) -> List[Any]:
+def default_script_args(runner: Any) -> list[Any]:
     """Script arguments as the WebUI's API fills them: every input's default, no selectable script."""
     last = max([1] + [script.args_to for script in runner.scripts])
     inputs = list(runner.inputs)
@@ -207,7 +244,7 @@ def default_script_args(runner: Any) -> List[Any]:
     return args
 
 
-def _controlnet_script(runner: Any) -> Optional[Any]:
+def _controlnet_script(runner: Any) -> Any | None:
     return next((s for s in runner.alwayson_scripts if s.title() == CONTROLNET_TITLE), None)
 
 
@@ -217,7 +254,8 @@ def build_unit(api: ControlNetApi, plan: ServerPlan, cn: ControlNetSpec, request
     'ours': our canny map through the identity preprocessor; 'server': the source frame
     through the extension's canny with our thresholds.
     """
-    source = request.control_image if cn.preprocessor == "ours" else request.init_image
+    # request.source: the source frame even when the init is a flow-guided blend of outputs.
+    source = request.control_image if cn.preprocessor == "ours" else request.source
     image = np.ascontiguousarray(np.asarray(source.convert("RGB"), dtype=np.uint8))
     fields = controlnet_unit(plan, cn, image)
     if api.flavor == FORGE_CONTROLNET:
@@ -231,7 +269,7 @@ def build_unit(api: ControlNetApi, plan: ServerPlan, cn: ControlNetSpec, request
     return api.external_code.ControlNetUnit(**fields)
 
 
-def set_forge_units(runner: Any, args: List[Any], units: List[Any], api: ControlNetApi) -> None:
+def set_forge_units(runner: Any, args: list[Any], units: list[Any], api: ControlNetApi) -> None:
     """Fill the ControlNet script's slots, padding with disabled units (as update_cn_script does)."""
     script = _controlnet_script(runner)
     if script is None:
@@ -243,26 +281,40 @@ def set_forge_units(runner: Any, args: List[Any], units: List[Any], api: Control
     args[script.args_from : script.args_to] = (units + disabled)[:slots]
 
 
-def lora_tags(prompt: str, plan: ServerPlan) -> str:
-    """The prompt with `<lora:name:weight>` tags, as the WebUI applies LoRAs (same text as the HTTP backend)."""
-    return prompt + "".join(f" <lora:{name}:{weight:g}>" for name, weight in plan.lora_tags)
-
-
 # -- the backend ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    """One frame's inputs, built before it waits for the WebUI's queue lock."""
+
+    kwargs: dict[str, Any]  # StableDiffusionProcessingImg2Img arguments but the model
+    script_args: list[Any]
+    api: ControlNetApi | None
+    units: list[Any]
 
 
 class WebUILocalBackend:
     name = NAME
-    # One WebUI, one GPU queue: frames render one at a time.
-    concurrency = 1
+    # One WebUI, one GPU queue: frames render one at a time, but the next frame's inputs
+    # (arrays, ControlNet units, script arguments) are built while the current one renders
+    # and it then waits in the WebUI's queue, so the GPU goes on to it at once.
+    concurrency = 2
+    renders_at_once = 1
 
-    def __init__(self, spec: JobSpec, on_status: Optional[StatusCallback] = None) -> None:
+    def __init__(self, spec: JobSpec, on_status: StatusCallback | None = None) -> None:
         self.spec = spec
         self.on_status = on_status
         self._wanted = wanted_from_spec(spec)
-        self._plans: Dict[Wanted, ServerPlan] = {}
+        self._plans: dict[Wanted, ServerPlan] = {}
         self._guard = threading.Lock()  # orders interrupt() against the frame entering/leaving the WebUI
         self._in_flight = False
+        # Frames ask for the queue lock in the order they came: each waits until the one
+        # before holds the lock (or gave up); the WebUI's FIFO lock keeps that order.
+        self._turn = threading.Condition()
+        self._tickets = 0
+        self._turn_at = 0
+        self._turns_done: set[int] = set()
         self._cancelled = False
         self._stop_after_frame = False
 
@@ -279,9 +331,15 @@ class WebUILocalBackend:
         self._plans[self._wanted] = plan
 
     def img2img(self, request: Img2ImgRequest) -> Img2ImgResult:
-        plan = self._plan(wanted_from_request(request))
         while True:
-            outcome = self._render_once(plan, request)
+            with self._turn:
+                ticket = self._tickets
+                self._tickets += 1
+            try:
+                prepared = self._prepared(request)
+                outcome = self._render_once(prepared, request, ticket)
+            finally:
+                self._end_turn(ticket)
             if outcome is not None:
                 return outcome
             self._status(f"frame {request.frame_index} was skipped in the WebUI; rendering it again")
@@ -338,76 +396,95 @@ class WebUILocalBackend:
         if total is not None:  # the console's "Total progress" bar, cleared as the API does
             total.clear()
 
-    def _render_once(self, plan: ServerPlan, request: Img2ImgRequest) -> Optional[Img2ImgResult]:
+    def _wait_turn(self, ticket: int) -> None:
+        with self._turn:
+            while self._turn_at != ticket:
+                self._turn.wait()
+
+    def _end_turn(self, ticket: int) -> None:
+        """The frame with this ticket holds the queue lock, or will not ask for it: the next may queue."""
+        with self._turn:
+            if ticket < self._turn_at:
+                return
+            self._turns_done.add(ticket)
+            while self._turn_at in self._turns_done:
+                self._turns_done.discard(self._turn_at)
+                self._turn_at += 1
+            self._turn.notify_all()
+
+    def _render_once(self, prepared: _Prepared, request: Img2ImgRequest, ticket: int) -> Img2ImgResult | None:
         """One pass through process_images; None when the user pressed Skip."""
         from modules import call_queue, processing, shared
 
+        self._wait_turn(ticket)
         with call_queue.queue_lock:
+            self._end_turn(ticket)
             self._enter(request.frame_index)
             try:
-                with closing(self._processing(plan, request)) as p:
+                with closing(self._processing(prepared)) as p:
                     processed = processing.process_images(p)
                 interrupted, skipped = bool(shared.state.interrupted), bool(shared.state.skipped)
                 stopping = bool(getattr(shared.state, "stopping_generation", False))
             except (Cancelled, PreflightError, BackendError):
                 raise
             except Exception as exc:  # CUDA out of memory, NaNs, a script's bug: the WebUI logged it
-                raise BackendError(
-                    f"The WebUI failed on frame {request.frame_index} ({type(exc).__name__}: {exc}); see its console."
-                ) from exc
+                raise _webui_failure(request, exc) from exc
             finally:
                 self._leave()
         if interrupted:
-            raise Cancelled(CANCELLED if self._cancelled else INTERRUPTED)
+            message = CANCELLED if self._cancelled else INTERRUPTED
+            with self._guard:  # the next frame, waiting for the queue lock, must not start now
+                self._cancelled = True
+            raise Cancelled(message)
         if skipped:
             return None
         if stopping:
             self._stop_after_frame = True
         if not processed.images:
             raise BackendError(f"The WebUI returned no image for frame {request.frame_index}; see its console.")
-        info: Dict[str, Any] = {"backend": NAME, "seed": getattr(processed, "seed", request.seed)}
+        info: dict[str, Any] = {"backend": NAME, "seed": getattr(processed, "seed", request.seed)}
         infotexts = getattr(processed, "infotexts", None) or []
         if infotexts and isinstance(infotexts[0], str):
             info["parameters"] = infotexts[0]  # the WebUI's own infotext, for PNG Info
         return Img2ImgResult(image=processed.images[0].convert("RGB"), info=info)
 
-    def _processing(self, plan: ServerPlan, request: Img2ImgRequest) -> Any:
-        from modules import processing, scripts, shared
+    def _prepared(self, request: Img2ImgRequest) -> _Prepared:
+        try:
+            return self._prepare(self._plan(wanted_from_request(request)), request)
+        except (Cancelled, PreflightError, BackendError):
+            raise
+        except Exception as exc:  # an extension's unit class refusing our fields, say
+            raise _webui_failure(request, exc) from exc
 
-        kwargs: Dict[str, Any] = {
-            "sd_model": shared.sd_model,
+    def _prepare(self, plan: ServerPlan, request: Img2ImgRequest) -> _Prepared:
+        """Everything that does not need the model, done before the frame queues for the WebUI."""
+        from modules import scripts, shared
+
+        kwargs: dict[str, Any] = {
             "outpath_samples": getattr(shared.opts, "outdir_img2img_samples", None),
             "outpath_grids": getattr(shared.opts, "outdir_img2img_grids", None),
-            "prompt": lora_tags(request.prompt, plan),
-            "negative_prompt": request.negative_prompt,
-            "seed": int(request.seed),
+            **img2img_fields(plan, request),
             "subseed": -1,
             "subseed_strength": 0,
-            "sampler_name": plan.sampler_name,
-            "batch_size": 1,
-            "n_iter": 1,
-            "steps": int(request.steps),
-            "cfg_scale": float(request.cfg_scale),
-            "width": int(request.width),
-            "height": int(request.height),
             "init_images": [request.init_image],
-            "resize_mode": 0,
-            "denoising_strength": float(request.denoise),
             "do_not_save_samples": True,  # our job folder keeps the frames
             "do_not_save_grid": True,
-            "override_settings": {"sd_model_checkpoint": plan.checkpoint_title},
-            "override_settings_restore_afterwards": True,
         }
-        if plan.scheduler is not None:  # WebUI 1.9+
-            kwargs["scheduler"] = plan.scheduler
-        p = processing.StableDiffusionProcessingImg2Img(**kwargs)
-        p.is_api = True  # see the module docstring: keeps the built-in scripts off our settings
-        runner = scripts.scripts_img2img
-        args = default_script_args(runner)
         api = find_controlnet()
-        units = [build_unit(api, plan, request.controlnet, request)] if (api and request.controlnet.enabled) else []
         if request.controlnet.enabled and api is None:
             raise BackendError(CONTROLNET_MISSING)
+        units = [build_unit(api, plan, request.controlnet, request)] if (api and request.controlnet.enabled) else []
+        return _Prepared(kwargs, default_script_args(scripts.scripts_img2img), api, units)
+
+    def _processing(self, prepared: _Prepared) -> Any:
+        """The frame's processing object, made under the queue lock: the model is the one loaded now."""
+        from modules import processing, scripts, shared
+
+        p = processing.StableDiffusionProcessingImg2Img(sd_model=shared.sd_model, **prepared.kwargs)
+        p.is_api = True  # see the module docstring: keeps the built-in scripts off our settings
+        runner = scripts.scripts_img2img
+        args = list(prepared.script_args)
+        api, units = prepared.api, prepared.units
         if api is not None and api.flavor == FORGE_CONTROLNET:
             set_forge_units(runner, args, units, api)
         p.scripts = runner
@@ -418,7 +495,13 @@ class WebUILocalBackend:
         return p
 
 
-def create(spec: JobSpec, on_status: Optional[StatusCallback] = None) -> WebUILocalBackend:
+def _webui_failure(request: Img2ImgRequest, exc: Exception) -> BackendError:
+    return BackendError(
+        f"The WebUI failed on frame {request.frame_index} ({type(exc).__name__}: {exc}); see its console."
+    )
+
+
+def create(spec: JobSpec, on_status: StatusCallback | None = None) -> WebUILocalBackend:
     """The factory scripts/vidstyle.py registers as the "webui_local" backend."""
     return WebUILocalBackend(spec, on_status)
 
@@ -433,6 +516,7 @@ __all__ = [
     "default_script_args",
     "find_controlnet",
     "lora_names",
+    "lora_stage_target",
     "read_catalog",
     "sampler_names",
 ]

@@ -15,9 +15,10 @@ the only place such a mistake is caught. Forge's built-in ControlNet has no
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any
 
 from .webui_http import BAD_RESPONSE, NOT_FOUND, TIMEOUT, UNAUTHORIZED, UNREACHABLE, WebUIClient, WebUIHTTPError
 
@@ -34,29 +35,29 @@ class Wanted:
     """The names a frame asks for, as the user wrote them."""
 
     checkpoint: str
-    loras: Tuple[Tuple[str, float], ...]
+    loras: tuple[tuple[str, float], ...]
     sampler: str
     scheduler: str
     # None when ControlNet is off; else (model, preprocessor 'ours'|'server', low, high).
-    controlnet: Optional[Tuple[str, str, int, int]]
+    controlnet: tuple[str, str, int, int] | None
 
 
 @dataclass
 class ControlNetCatalog:
     flavor: str  # SD_WEBUI_CONTROLNET or FORGE_CONTROLNET
-    models: List[str]
-    modules: List[str]
-    module_detail: Dict[str, Any]
+    models: list[str]
+    modules: list[str]
+    module_detail: dict[str, Any]
 
 
 @dataclass
 class ServerCatalog:
     url: str
-    checkpoints: List[Dict[str, Any]]
-    samplers: List[Dict[str, Any]]
-    schedulers: Optional[List[Dict[str, Any]]]  # None: WebUI before 1.9 (no schedule types)
-    loras: Optional[List[Dict[str, Any]]]  # None: not fetched (no LoRA wanted)
-    controlnet: Optional[ControlNetCatalog]  # None: not fetched (ControlNet off)
+    checkpoints: list[dict[str, Any]]
+    samplers: list[dict[str, Any]]
+    schedulers: list[dict[str, Any]] | None  # None: WebUI before 1.9 (no schedule types)
+    loras: list[dict[str, Any]] | None  # None: not fetched (no LoRA wanted)
+    controlnet: ControlNetCatalog | None  # None: not fetched (ControlNet off)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,12 @@ class ServerPlan:
 
     url: str
     checkpoint_title: str
-    lora_tags: Tuple[Tuple[str, float], ...]
+    lora_tags: tuple[tuple[str, float], ...]
     sampler_name: str
-    scheduler: Optional[str]  # None: do not send the field (the server predates it)
-    controlnet_flavor: Optional[str]
-    controlnet_model: Optional[str]
-    controlnet_module: Optional[str]
+    scheduler: str | None  # None: do not send the field (the server predates it)
+    controlnet_flavor: str | None
+    controlnet_model: str | None
+    controlnet_module: str | None
 
 
 def describe_server_error(url: str, err: WebUIHTTPError, auth_given: bool, what: str) -> str:
@@ -84,7 +85,10 @@ def describe_server_error(url: str, err: WebUIHTTPError, auth_given: bool, what:
             return f"The WebUI at {url} rejected the user name or password; give the user:password of its --api-auth."
         return f"The WebUI at {url} requires a login (it runs with --api-auth); give its user:password."
     if err.kind == BAD_RESPONSE:
-        return f"The server at {url} does not answer like a Stable Diffusion WebUI ({err.message}); check the URL and port."
+        return (
+            f"The server at {url} does not answer like a Stable Diffusion WebUI ({err.message}); check the URL and "
+            "port."
+        )
     if err.kind == NOT_FOUND and what == "api":
         return (
             f"The WebUI at {url} does not serve its API (/sdapi/v1 routes answer 404); restart it with the --api flag."
@@ -94,7 +98,7 @@ def describe_server_error(url: str, err: WebUIHTTPError, auth_given: bool, what:
 
 def fetch_catalog(
     client: WebUIClient, wanted: Wanted, timeout: float, auth_given: bool
-) -> Tuple[Optional[ServerCatalog], List[str]]:
+) -> tuple[ServerCatalog | None, list[str]]:
     url = client.url
     try:
         checkpoints = _list(client.get_json("/sdapi/v1/sd-models", timeout=timeout))
@@ -102,9 +106,9 @@ def fetch_catalog(
         schedulers = _optional_list(client, "/sdapi/v1/schedulers", timeout)
     except WebUIHTTPError as err:
         return None, [describe_server_error(url, err, auth_given, "api")]
-    problems: List[str] = []
-    loras: Optional[List[Dict[str, Any]]] = None
-    controlnet: Optional[ControlNetCatalog] = None
+    problems: list[str] = []
+    loras: list[dict[str, Any]] | None = None
+    controlnet: ControlNetCatalog | None = None
     try:
         if wanted.loras:
             loras = _optional_list(client, "/sdapi/v1/loras", timeout)
@@ -124,19 +128,19 @@ def fetch_catalog(
     return ServerCatalog(url, checkpoints, samplers, schedulers, loras, controlnet), problems
 
 
-def _list(value: Any) -> List[Any]:
+def _list(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise WebUIHTTPError(BAD_RESPONSE, "a list route did not return a JSON list")
     return value
 
 
-def _dict(value: Any) -> Dict[str, Any]:
+def _dict(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise WebUIHTTPError(BAD_RESPONSE, "a ControlNet route did not return a JSON object")
     return value
 
 
-def _optional_list(client: WebUIClient, path: str, timeout: float) -> Optional[List[Any]]:
+def _optional_list(client: WebUIClient, path: str, timeout: float) -> list[Any] | None:
     try:
         return _list(client.get_json(path, timeout=timeout))
     except WebUIHTTPError as err:
@@ -145,7 +149,7 @@ def _optional_list(client: WebUIClient, path: str, timeout: float) -> Optional[L
         raise
 
 
-def _fetch_controlnet(client: WebUIClient, timeout: float) -> Optional[ControlNetCatalog]:
+def _fetch_controlnet(client: WebUIClient, timeout: float) -> ControlNetCatalog | None:
     try:
         client.get_json("/controlnet/version", timeout=timeout)
         flavor = SD_WEBUI_CONTROLNET
@@ -168,9 +172,9 @@ def _fetch_controlnet(client: WebUIClient, timeout: float) -> Optional[ControlNe
     )
 
 
-def plan_for(catalog: ServerCatalog, wanted: Wanted) -> Tuple[Optional[ServerPlan], List[str]]:
+def plan_for(catalog: ServerCatalog, wanted: Wanted) -> tuple[ServerPlan | None, list[str]]:
     """Resolve every wanted name on this server; (plan, []) or (None, problems)."""
-    problems: List[str] = []
+    problems: list[str] = []
     title = _resolve_checkpoint(catalog, wanted.checkpoint, problems)
     loras = _resolve_loras(catalog, wanted.loras, problems)
     sampler, scheduler = _resolve_sampler(catalog, wanted.sampler, wanted.scheduler, problems)
@@ -200,14 +204,17 @@ def _looks_like_file(name: str) -> bool:
     return "/" in name or "\\" in name or name.casefold().endswith(_MODEL_EXTENSIONS)
 
 
-def _find(wanted: str, entries: Sequence[Any], keys: Callable[[Any], Iterable[Optional[str]]]) -> List[Any]:
+def _find(wanted: str, entries: Sequence[Any], keys: Callable[[Any], Iterable[str | None]]) -> list[Any]:
     """Entries one of whose keys equals the wanted name: exact first, then ignoring case."""
     bare = strip_hash(wanted)
     tries = [wanted, bare]
     if _looks_like_file(bare):  # a path or file name: also try its file name and stem
         tries += [_base(bare), _stem(bare)]
     for fold in (False, True):
-        norm = (lambda s: s.casefold()) if fold else (lambda s: s)
+
+        def norm(name: str, fold: bool = fold) -> str:
+            return name.casefold() if fold else name
+
         for attempt in dict.fromkeys(t for t in tries if t):
             found = [e for e in entries if norm(attempt) in {norm(k) for k in keys(e) if k}]
             if found:
@@ -221,7 +228,7 @@ def _names(items: Iterable[str]) -> str:
     return shown + (f", ... ({len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else "")
 
 
-def _checkpoint_keys(entry: Dict[str, Any]) -> List[Optional[str]]:
+def _checkpoint_keys(entry: dict[str, Any]) -> list[str | None]:
     title = str(entry.get("title") or "")
     filename = str(entry.get("filename") or "")
     return [
@@ -236,7 +243,7 @@ def _checkpoint_keys(entry: Dict[str, Any]) -> List[Optional[str]]:
     ]
 
 
-def _resolve_checkpoint(catalog: ServerCatalog, wanted: str, problems: List[str]) -> Optional[str]:
+def _resolve_checkpoint(catalog: ServerCatalog, wanted: str, problems: list[str]) -> str | None:
     found = _find(wanted, catalog.checkpoints, _checkpoint_keys)
     wanted_hash = _HASH_SUFFIX.search(wanted)
     if len(found) > 1 and wanted_hash:
@@ -260,8 +267,8 @@ def _resolve_checkpoint(catalog: ServerCatalog, wanted: str, problems: List[str]
 
 
 def _resolve_loras(
-    catalog: ServerCatalog, wanted: Sequence[Tuple[str, float]], problems: List[str]
-) -> Tuple[Tuple[str, float], ...]:
+    catalog: ServerCatalog, wanted: Sequence[tuple[str, float]], problems: list[str]
+) -> tuple[tuple[str, float], ...]:
     if not wanted or catalog.loras is None:
         return ()
     tags = []
@@ -278,21 +285,21 @@ def _resolve_loras(
     return tuple(tags)
 
 
-def _scheduler_labels(catalog: ServerCatalog) -> List[str]:
+def _scheduler_labels(catalog: ServerCatalog) -> list[str]:
     return [str(s.get("label")) for s in catalog.schedulers or []]
 
 
-def _find_sampler(catalog: ServerCatalog, name: str) -> Optional[str]:
+def _find_sampler(catalog: ServerCatalog, name: str) -> str | None:
     found = _find(name, catalog.samplers, lambda e: [e.get("name"), *(e.get("aliases") or [])])
     return str(found[0]["name"]) if found else None
 
 
-def _find_scheduler(catalog: ServerCatalog, name: str) -> Optional[str]:
+def _find_scheduler(catalog: ServerCatalog, name: str) -> str | None:
     found = _find(name, catalog.schedulers or [], lambda e: [e.get("label"), e.get("name"), *(e.get("aliases") or [])])
     return str(found[0]["label"]) if found else None
 
 
-def _split_scheduler_suffix(catalog: ServerCatalog, sampler: str) -> Optional[Tuple[str, str]]:
+def _split_scheduler_suffix(catalog: ServerCatalog, sampler: str) -> tuple[str, str] | None:
     """WebUI 1.9+ reads 'DPM++ 2M Karras' as sampler 'DPM++ 2M' + schedule type 'Karras'."""
     for entry in catalog.schedulers or []:
         for option in [entry.get("label"), entry.get("name"), *(entry.get("aliases") or [])]:
@@ -304,12 +311,12 @@ def _split_scheduler_suffix(catalog: ServerCatalog, sampler: str) -> Optional[Tu
 
 
 def _resolve_sampler(
-    catalog: ServerCatalog, sampler: str, scheduler: str, problems: List[str]
-) -> Tuple[Optional[str], Optional[str]]:
+    catalog: ServerCatalog, sampler: str, scheduler: str, problems: list[str]
+) -> tuple[str | None, str | None]:
     url = catalog.url
     is_auto = scheduler.strip().casefold() == AUTOMATIC.casefold()
     name = _find_sampler(catalog, sampler)
-    from_suffix: Optional[str] = None
+    from_suffix: str | None = None
     if name is None and catalog.schedulers is not None:
         split = _split_scheduler_suffix(catalog, sampler)
         if split:
@@ -330,7 +337,8 @@ def _resolve_sampler(
     label = _find_scheduler(catalog, scheduler)
     if label is None:
         problems.append(
-            f"Schedule type '{scheduler}' is not on the WebUI at {url}; choose one of: {_names(_scheduler_labels(catalog))}."
+            f"Schedule type '{scheduler}' is not on the WebUI at {url}; choose one of: "
+            f"{_names(_scheduler_labels(catalog))}."
         )
         return name, None
     if from_suffix and from_suffix != label:
@@ -342,8 +350,8 @@ def _resolve_sampler(
 
 
 def _resolve_controlnet(
-    url: str, catalog: ControlNetCatalog, wanted: Tuple[str, str, int, int], problems: List[str]
-) -> Tuple[Optional[str], Optional[str]]:
+    url: str, catalog: ControlNetCatalog, wanted: tuple[str, str, int, int], problems: list[str]
+) -> tuple[str | None, str | None]:
     model_name, preprocessor, low, high = wanted
     found = _find(model_name, catalog.models, lambda m: [m, strip_hash(m)])
     model = found[0] if found else None
@@ -364,13 +372,25 @@ def _resolve_controlnet(
     return model, module
 
 
-def _check_thresholds(url: str, detail: Any, low: int, high: int, problems: List[str]) -> None:
+def _check_thresholds(url: str, detail: Any, low: int, high: int, problems: list[str]) -> None:
     """sd-webui-controlnet silently swaps an out-of-range threshold for its default: refuse instead."""
     sliders = [s for s in (detail or {}).get("sliders", []) if "threshold" in str(s.get("name", "")).casefold()]
-    for value, slider, which in zip((low, high), sliders, ("low", "high")):
+    for value, slider, which in zip((low, high), sliders, ("low", "high"), strict=False):
         lo, hi = slider.get("min"), slider.get("max")
         if lo is not None and hi is not None and not lo <= value <= hi:
             problems.append(
                 f"Canny {which} threshold {value} is outside {lo:g}..{hi:g}, which the ControlNet extension at {url} "
                 "accepts; change it or use preprocessor 'ours'."
             )
+
+
+def find_listed(wanted: str, listed: Sequence[str]) -> str | None:
+    """The one entry of a host's model list that `wanted` names, as preflight would resolve it.
+
+    Matches the exact entry, the entry without its ' [hash]', its file name or its stem, so the
+    preset's 'anything-v5' finds 'anything-v5.safetensors [6ce0161689]' or a path to that file.
+    """
+    found = _find(
+        wanted, list(listed), lambda name: [name, strip_hash(name), _base(strip_hash(name)), _stem(strip_hash(name))]
+    )
+    return found[0] if len(found) == 1 else None

@@ -17,11 +17,15 @@ class SdxlNetworkTrainer(train_network.NetworkTrainer):
 
     def assert_extra_args(self, args) -> None:
         assert not args.v2, "v2 cannot be enabled in SDXL training / SDXL学習ではv2を有効にすることはできません"
-        assert (
-            args.network_train_unet_only or not args.cache_text_encoder_outputs
-        ), "network for Text Encoder cannot be trained with caching Text Encoder outputs / Text Encoderの出力をキャッシュしながらText Encoderのネットワークを学習することはできません"
+        assert args.network_train_unet_only or not args.cache_text_encoder_outputs, (
+            "network for Text Encoder cannot be trained with caching Text Encoder outputs / Text "
+            "Encoderの出力をキャッシュしながらText Encoderのネットワークを学習することはできません"
+        )
         steps = self.bucket_reso_steps
-        assert steps % 32 == 0, f"bucket_reso_steps is {steps}. it must be divisible by 32.\nbucket_reso_stepsが{steps}です。32で割り切れる必要があります"
+        assert steps % 32 == 0, (
+            f"bucket_reso_steps is {steps}. it must be divisible by "
+            f"32.\nbucket_reso_stepsが{steps}です。32で割り切れる必要があります"
+        )
 
 
 def setup_parser():

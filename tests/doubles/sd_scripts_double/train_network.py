@@ -17,6 +17,7 @@ Environment switches for tests:
   SD_DOUBLE_CRASH_AT_STEP=k     raise at step k; SD_DOUBLE_CRASH_KIND=oom (default) | runtime
   SD_DOUBLE_STEP_SECONDS=s      sleep per step (for Ctrl-C tests)
   SD_DOUBLE_TQDM_MININTERVAL=s  tqdm's redraw interval (upstream uses tqdm's default 0.1)
+  SD_DOUBLE_PAUSE_AFTER_STEP=k:s  sleep s seconds after global step k (a slow step, as on a CPU)
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ class NetworkTrainer:
 
     def assert_extra_args(self, args) -> None:
         steps = self.bucket_reso_steps
-        assert steps % 64 == 0, f"bucket_reso_steps is {steps}. it must be divisible by 64.\nbucket_reso_stepsが{steps}です。64で割り切れる必要があります"
+        assert steps % 64 == 0, (
+            f"bucket_reso_steps is {steps}. it must be divisible by "
+            f"64.\nbucket_reso_stepsが{steps}です。64で割り切れる必要があります"
+        )
 
     # -- dataset
 
@@ -80,13 +84,24 @@ class NetworkTrainer:
             for subset in dataset["subsets"]:
                 files = [f for f in os.listdir(subset["image_dir"]) if os.path.splitext(f)[1] in IMAGE_EXTENSIONS]
                 n_train = math.ceil(len(files) * (1 - split)) if split > 0 else len(files)
-                n_val = round(len(files) * split) if split > 0 else 0  # split_train_val(): the last round(n * split) images
+                n_val = (
+                    round(len(files) * split) if split > 0 else 0
+                )  # split_train_val(): the last round(n * split) images
                 repeats = subset.get("num_repeats", dataset.get("num_repeats", general.get("num_repeats", 1)))
                 log(f"found directory {subset['image_dir']} contains {n_train} image files")
+                if not n_train:  # DreamBoothDataset: every dataset also gets a training copy, empty at split 1.0
+                    log(
+                        f"ignore subset with image_dir='{subset['image_dir']}': no images found / "
+                        "画像が見つからないためサブセットを無視します",
+                        "WARNING",
+                    )
                 ds_train += n_train * repeats
                 val_images += n_val
                 if n_train:
-                    self.dataset_dirs[os.path.basename(subset["image_dir"])] = {"n_repeats": repeats, "img_count": n_train}
+                    self.dataset_dirs[os.path.basename(subset["image_dir"])] = {
+                        "n_repeats": repeats,
+                        "img_count": n_train,
+                    }
             train_images += ds_train
             batches += math.ceil(ds_train / batch_size)
         return train_images, val_images, batches
@@ -99,26 +114,43 @@ class NetworkTrainer:
         log(f"load Diffusers pretrained models: {name}")
         if not os.path.isdir(name):
             log(
-                f"model is not found as a file or in Hugging Face, perhaps file name is wrong? / 指定したモデル名のファイル、"
+                "model is not found as a file or in Hugging Face, perhaps file name is wrong? / "
+                "指定したモデル名のファイル、"
                 f"またはHugging Faceのモデルが見つかりません。ファイル名が誤っているかもしれません: {name}",
                 "ERROR",
             )
-            raise OSError(f"{name} is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'")
+            raise OSError(
+                f"{name} is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'"
+            )
 
     # -- outputs
 
     def metadata(self, args, steps: int, epoch: int, num_epochs: int, train_images: int) -> dict:
         meta = {
-            "ss_session_id": "1234567", "ss_training_started_at": str(self.started), "ss_output_name": args.output_name,
-            "ss_learning_rate": str(args.learning_rate), "ss_text_encoder_lr": str(args.text_encoder_lr), "ss_unet_lr": str(args.unet_lr),
-            "ss_num_train_images": str(train_images), "ss_num_epochs": str(num_epochs), "ss_epoch": str(epoch), "ss_steps": str(steps),
-            "ss_network_module": args.network_module, "ss_network_dim": str(args.network_dim), "ss_network_alpha": str(args.network_alpha),
-            "ss_sd_model_name": os.path.basename(args.pretrained_model_name_or_path), "ss_base_model_version": self.base_model_version,
-            "ss_mixed_precision": args.mixed_precision, "ss_seed": str(args.seed), "ss_training_finished_at": str(time.time()),
-            "ss_dataset_dirs": json.dumps(self.dataset_dirs), "ss_tag_frequency": json.dumps({}),
-            "modelspec.architecture": self.architecture, "modelspec.implementation": "https://github.com/kohya-ss/sd-scripts",
+            "ss_session_id": "1234567",
+            "ss_training_started_at": str(self.started),
+            "ss_output_name": args.output_name,
+            "ss_learning_rate": str(args.learning_rate),
+            "ss_text_encoder_lr": str(args.text_encoder_lr),
+            "ss_unet_lr": str(args.unet_lr),
+            "ss_num_train_images": str(train_images),
+            "ss_num_epochs": str(num_epochs),
+            "ss_epoch": str(epoch),
+            "ss_steps": str(steps),
+            "ss_network_module": args.network_module,
+            "ss_network_dim": str(args.network_dim),
+            "ss_network_alpha": str(args.network_alpha),
+            "ss_sd_model_name": os.path.basename(args.pretrained_model_name_or_path),
+            "ss_base_model_version": self.base_model_version,
+            "ss_mixed_precision": args.mixed_precision,
+            "ss_seed": str(args.seed),
+            "ss_training_finished_at": str(time.time()),
+            "ss_dataset_dirs": json.dumps(self.dataset_dirs),
+            "ss_tag_frequency": json.dumps({}),
+            "modelspec.architecture": self.architecture,
+            "modelspec.implementation": "https://github.com/kohya-ss/sd-scripts",
             "modelspec.title": args.metadata_title or args.output_name,
-        }  # fmt: skip
+        }
         if args.metadata_trigger_phrase:
             meta["modelspec.trigger_phrase"] = args.metadata_trigger_phrase
         return meta
@@ -133,7 +165,9 @@ class NetworkTrainer:
         rng = np.random.default_rng(epoch)
         dim = args.network_dim or 4
         tensors = {
-            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": rng.standard_normal((dim, 8)).astype(np.float16),
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": rng.standard_normal((dim, 8)).astype(
+                np.float16
+            ),
             "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": np.zeros((8, dim), dtype=np.float16),
             "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": np.array(args.network_alpha, dtype=np.float16),
         }
@@ -150,7 +184,10 @@ class NetworkTrainer:
             json.dump({"current_epoch": epoch_no, "current_step": step}, f)
         keep = args.save_last_n_epochs_state or args.save_last_n_epochs
         if keep is not None:
-            old = os.path.join(args.output_dir, train_util.EPOCH_STATE_NAME.format(args.output_name, epoch_no - args.save_every_n_epochs * keep))
+            old = os.path.join(
+                args.output_dir,
+                train_util.EPOCH_STATE_NAME.format(args.output_name, epoch_no - args.save_every_n_epochs * keep),
+            )
             if os.path.exists(old):
                 log(f"removing old state: {old}")
                 import shutil
@@ -176,7 +213,7 @@ class NetworkTrainer:
             return
         from PIL import Image, ImageDraw
 
-        with open(args.sample_prompts, "r", encoding="utf-8") as f:
+        with open(args.sample_prompts, encoding="utf-8") as f:
             lines = f.readlines()
         prompts = [line.strip() for line in lines if len(line.strip()) > 0 and line[0] != "#"]
         save_dir = args.output_dir + "/sample"
@@ -225,7 +262,8 @@ class NetworkTrainer:
         train_images, val_images, batches = self.load_datasets(args)
         if batches == 0:
             log(
-                "No data found. Please verify arguments (train_data_dir must be the parent of folders with images) / 画像がありません。"
+                "No data found. Please verify arguments (train_data_dir must be the parent of folders with images) / "
+                "画像がありません。"
                 "引数指定を確認してください（train_data_dirには画像があるフォルダではなく、画像があるフォルダの親フォルダを指定する必要があります）",
                 "ERROR",
             )
@@ -235,12 +273,15 @@ class NetworkTrainer:
         steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
         if args.max_train_epochs is not None:
             args.max_train_steps = args.max_train_epochs * steps_per_epoch
-            print(f"override steps. steps for {args.max_train_epochs} epochs is / 指定エポックまでのステップ数: {args.max_train_steps}")
+            print(
+                f"override steps. steps for {args.max_train_epochs} epochs is / 指定エポックまでのステップ数: "
+                f"{args.max_train_steps}"
+            )
         num_train_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
         initial_step = 0
         if args.resume:
             state_file = os.path.join(args.resume, "train_state.json")
-            with open(state_file, "r", encoding="utf-8") as f:
+            with open(state_file, encoding="utf-8") as f:
                 data = json.load(f)
             initial_step = data["current_step"]
             log(f"load train state from {state_file}: {data}")
@@ -257,7 +298,12 @@ class NetworkTrainer:
         print(f"  total optimization steps / 学習ステップ数: {args.max_train_steps}", flush=True)
 
         writer = TensorBoardDouble(args) if args.logging_dir and args.log_with in (None, "tensorboard", "all") else None
-        crash_at, step_seconds = env_int("SD_DOUBLE_CRASH_AT_STEP"), float(os.environ.get("SD_DOUBLE_STEP_SECONDS") or 0)
+        crash_at, step_seconds = (
+            env_int("SD_DOUBLE_CRASH_AT_STEP"),
+            float(os.environ.get("SD_DOUBLE_STEP_SECONDS") or 0),
+        )
+        pause = (os.environ.get("SD_DOUBLE_PAUSE_AFTER_STEP") or "0:0").split(":")
+        pause_step, pause_seconds = int(pause[0]), float(pause[1])
         rng = random.Random(args.seed)
         loss_recorder, val_recorder = train_util.LossRecorder(), train_util.LossRecorder()
         global_step = 0  # upstream restarts the step count on --resume (only the epoch number is skipped)
@@ -265,29 +311,36 @@ class NetworkTrainer:
         mininterval = float(os.environ.get("SD_DOUBLE_TQDM_MININTERVAL", "0.1"))
         progress_bar = tqdm(range(args.max_train_steps - 0), smoothing=0, desc="steps", mininterval=mininterval)
         for epoch in range(epoch_to_start, num_train_epochs):
-            print(f"\nepoch {epoch+1}/{num_train_epochs}\n", flush=True)
+            print(f"\nepoch {epoch + 1}/{num_train_epochs}\n", flush=True)
             for step in range(steps_per_epoch):
                 if step_seconds:
                     time.sleep(step_seconds)
                 if crash_at is not None and epoch * steps_per_epoch + step >= crash_at:
                     if os.environ.get("SD_DOUBLE_CRASH_KIND", "oom") == "oom":
                         raise OutOfMemoryError(
-                            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 7.79 GiB of which 1.02 GiB is free."
+                            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 7.79 GiB of "
+                            "which 1.02 GiB is free."
                         )
-                    raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!")
+                    raise RuntimeError(
+                        "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+                    )
                 current_loss = self.train_loss(epoch * steps_per_epoch + step, args.max_train_steps, rng)
                 progress_bar.update(1)
                 global_step += 1
                 loss_recorder.add(epoch=epoch, step=step, loss=current_loss)
                 avr_loss = loss_recorder.moving_average
                 progress_bar.set_postfix(**{"avr_loss": avr_loss})
+                if pause_step == global_step:
+                    time.sleep(pause_seconds)
                 if writer:
                     lr = args.unet_lr or args.learning_rate
                     writer.log({"loss/current": current_loss, "loss/average": avr_loss, "lr/unet": lr}, global_step)
                 if global_step >= args.max_train_steps:
                     break
             if val_images:
-                self.validate(args, epoch, num_train_epochs, val_images, val_recorder, writer, loss_recorder, mininterval)
+                self.validate(
+                    args, epoch, num_train_epochs, val_images, val_recorder, writer, loss_recorder, mininterval
+                )
             if writer:
                 writer.log({"loss/epoch_average": loss_recorder.moving_average}, epoch + 1)
             if args.save_every_n_epochs is not None:
@@ -299,14 +352,18 @@ class NetworkTrainer:
             self.sample_images(args, epoch + 1, global_step)
         if writer:
             writer.close()
-        self.save_model(args, f"{args.output_name}.safetensors", global_step, num_train_epochs, num_train_epochs, train_images)
+        self.save_model(
+            args, f"{args.output_name}.safetensors", global_step, num_train_epochs, num_train_epochs, train_images
+        )
         log("model saved.")
 
     def validate(self, args, epoch, num_epochs, val_images, recorder, writer, loss_recorder, mininterval) -> None:
         from tqdm import tqdm
 
         timesteps = [200, 400, 600, 800]  # upstream: 4 fixed timesteps between min and max
-        bar = tqdm(range(val_images * len(timesteps)), smoothing=0, desc="epoch validation steps", mininterval=mininterval)
+        bar = tqdm(
+            range(val_images * len(timesteps)), smoothing=0, desc="epoch validation steps", mininterval=mininterval
+        )
         index = 0
         for _ in range(val_images):
             for timestep in timesteps:
@@ -329,14 +386,20 @@ class TensorBoardDouble:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         prefix = args.log_prefix or ""
-        logdir = os.path.join(args.logging_dir, prefix + time.strftime("%Y%m%d%H%M%S", time.localtime()), args.log_tracker_name or "network_train")
+        logdir = os.path.join(
+            args.logging_dir,
+            prefix + time.strftime("%Y%m%d%H%M%S", time.localtime()),
+            args.log_tracker_name or "network_train",
+        )
         os.makedirs(logdir, exist_ok=True)
         self.writer = EventFileWriter(logdir)
 
     def log(self, values: dict, step: int) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2
 
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()]
+        )
         self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import sys
 args = argparse.Namespace(skip_install=False)
 python = sys.executable
 index_url = ""
-default_command_live = (os.environ.get('WEBUI_LAUNCH_LIVE_OUTPUT') == "1")
+default_command_live = os.environ.get("WEBUI_LAUNCH_LIVE_OUTPUT") == "1"
 
 _installed = set()  # test hook: import names that count as installed
 _failing = set()  # test hook: import names whose pip install fails
@@ -33,6 +33,9 @@ def run_pip(command, desc=None, live=default_command_live):
     match = re.match(r'install "?([A-Za-z0-9_.-]+)', command)
     name = match.group(1).lower().replace("-", "_") if match else ""
     if name in _failing:
-        raise RuntimeError(f"Couldn't install {desc}.\nCommand: {line}\nError code: 1\nstderr: ERROR: No matching distribution found for {name}")
+        raise RuntimeError(
+            f"Couldn't install {desc}.\nCommand: {line}\nError code: 1\nstderr: ERROR: No matching distribution found "
+            f"for {name}"
+        )
     _installed.add(name)
     return ""

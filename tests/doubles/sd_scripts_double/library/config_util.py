@@ -17,7 +17,11 @@ SUBSET_ASCENDABLE_SCHEMA = {
     "caption_separator": str, "enable_wildcard": bool, "token_warmup_min": int, "token_warmup_step": (float, int),
     "caption_prefix": str, "caption_suffix": str, "custom_attributes": dict, "resize_interpolation": str,
 }  # fmt: skip
-DO_SUBSET_ASCENDABLE_SCHEMA = {"caption_dropout_every_n_epochs": int, "caption_dropout_rate": (float, int), "caption_tag_dropout_rate": (float, int)}
+DO_SUBSET_ASCENDABLE_SCHEMA = {
+    "caption_dropout_every_n_epochs": int,
+    "caption_dropout_rate": (float, int),
+    "caption_tag_dropout_rate": (float, int),
+}
 DB_SUBSET_ASCENDABLE_SCHEMA = {"caption_extension": str, "class_tokens": str, "cache_info": bool}
 DB_SUBSET_DISTINCT_SCHEMA = {"image_dir": str, "is_reg": bool, "alpha_mask": bool}
 DATASET_ASCENDABLE_SCHEMA = {
@@ -26,8 +30,18 @@ DATASET_ASCENDABLE_SCHEMA = {
     "resolution": (int, list), "network_multiplier": float, "resize_interpolation": str,
 }  # fmt: skip
 
-SUBSET_KEYS = {**SUBSET_ASCENDABLE_SCHEMA, **DO_SUBSET_ASCENDABLE_SCHEMA, **DB_SUBSET_ASCENDABLE_SCHEMA, **DB_SUBSET_DISTINCT_SCHEMA}
-DATASET_KEYS = {**DATASET_ASCENDABLE_SCHEMA, **SUBSET_ASCENDABLE_SCHEMA, **DO_SUBSET_ASCENDABLE_SCHEMA, **DB_SUBSET_ASCENDABLE_SCHEMA}
+SUBSET_KEYS = {
+    **SUBSET_ASCENDABLE_SCHEMA,
+    **DO_SUBSET_ASCENDABLE_SCHEMA,
+    **DB_SUBSET_ASCENDABLE_SCHEMA,
+    **DB_SUBSET_DISTINCT_SCHEMA,
+}
+DATASET_KEYS = {
+    **DATASET_ASCENDABLE_SCHEMA,
+    **SUBSET_ASCENDABLE_SCHEMA,
+    **DO_SUBSET_ASCENDABLE_SCHEMA,
+    **DB_SUBSET_ASCENDABLE_SCHEMA,
+}
 
 
 class MultipleInvalid(Exception):
@@ -43,7 +57,9 @@ def _check(section: dict, allowed: dict, path: str) -> None:
             raise MultipleInvalid(f"extra keys not allowed @ data{path}['{key}']")
         kind = allowed[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise MultipleInvalid(f"expected {getattr(kind, '__name__', kind)} for dictionary value @ data{path}['{key}']")
+            raise MultipleInvalid(
+                f"expected {getattr(kind, '__name__', kind)} for dictionary value @ data{path}['{key}']"
+            )
 
 
 def sanitize_user_config(user_config: dict) -> dict:
@@ -56,7 +72,9 @@ def sanitize_user_config(user_config: dict) -> dict:
             _check({k: v for k, v in dataset.items() if k != "subsets"}, DATASET_KEYS, f"['datasets'][{i}]")
             for j, subset in enumerate(dataset.get("subsets", [])):
                 if "image_dir" not in subset:
-                    raise MultipleInvalid(f"required key not provided @ data['datasets'][{i}]['subsets'][{j}]['image_dir']")
+                    raise MultipleInvalid(
+                        f"required key not provided @ data['datasets'][{i}]['subsets'][{j}]['image_dir']"
+                    )
                 _check(subset, SUBSET_KEYS, f"['datasets'][{i}]['subsets'][{j}]")
     except MultipleInvalid:
         logger.error("Invalid user config / ユーザ設定の形式が正しくないようです")

@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import time
-from typing import List, Optional
 
 try:
     import tomllib
@@ -42,7 +41,9 @@ def add_sd_models_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--console_log_level", type=str, default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    parser.add_argument(
+        "--console_log_level", type=str, default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    )
     parser.add_argument("--console_log_file", type=str, default=None)
     parser.add_argument("--console_log_simple", action="store_true")
 
@@ -171,7 +172,7 @@ class LossRecorder:
     """Moving average over the last epoch's worth of steps (upstream's definition)."""
 
     def __init__(self) -> None:
-        self.loss_list: List[float] = []
+        self.loss_list: list[float] = []
         self.loss_total = 0.0
 
     def add(self, *, epoch: int, step: int, loss: float) -> None:
@@ -193,15 +194,21 @@ def line_to_prompt_dict(line: str) -> dict:
     prompt_args = line.split(" --")
     prompt_dict = {"prompt": prompt_args[0]}
     for parg in prompt_args:
-        for pattern, key, kind in ((r"w (\d+)", "width", int), (r"h (\d+)", "height", int), (r"d (\d+)", "seed", int),
-                                   (r"s (\d+)", "sample_steps", int), (r"l ([\d\.]+)", "scale", float), (r"n (.+)", "negative_prompt", str)):  # fmt: skip
+        for pattern, key, kind in (
+            (r"w (\d+)", "width", int),
+            (r"h (\d+)", "height", int),
+            (r"d (\d+)", "seed", int),
+            (r"s (\d+)", "sample_steps", int),
+            (r"l ([\d\.]+)", "scale", float),
+            (r"n (.+)", "negative_prompt", str),
+        ):
             m = re.match(pattern, parg, re.IGNORECASE)
             if m:
                 prompt_dict[key] = kind(m.group(1))
     return prompt_dict
 
 
-def sample_image_name(output_name: Optional[str], epoch: Optional[int], steps: int, index: int, seed: Optional[int]) -> str:
+def sample_image_name(output_name: str | None, epoch: int | None, steps: int, index: int, seed: int | None) -> str:
     ts_str = time.strftime("%Y%m%d%H%M%S", time.localtime())
     num_suffix = f"e{epoch:06d}" if epoch is not None else f"{steps:06d}"
     seed_suffix = "" if seed is None else f"_{seed}"

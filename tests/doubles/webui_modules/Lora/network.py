@@ -14,6 +14,6 @@ class NetworkOnDisk:
         self.filename = filename
         self.metadata = {}
         self.is_safetensors = os.path.splitext(filename)[1].lower() == ".safetensors"
-        self.alias = self.metadata.get('ss_output_name', self.name)
+        self.alias = self.metadata.get("ss_output_name", self.name)
         self.hash = None
         self.shorthash = hashlib.sha256(filename.encode()).hexdigest()[0:12]

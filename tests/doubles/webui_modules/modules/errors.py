@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import List
 
-_reported: List[str] = []  # test hook: every message report() printed
+_reported: list[str] = []  # test hook: every message report() printed
 
 
 def report(message: str, *, exc_info: bool = False) -> None:

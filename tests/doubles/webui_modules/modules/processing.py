@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, List
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,8 +34,8 @@ from PIL import Image
 from modules import sd_models, shared
 from modules.shared import opts, state
 
-_step_hooks: List[Callable[[Any, int], None]] = []  # test hook: run at every sampling step (press buttons here)
-_runs: List[Any] = []  # test hook: every p that reached sampling
+_step_hooks: list[Callable[[Any, int], None]] = []  # test hook: run at every sampling step (press buttons here)
+_runs: list[Any] = []  # test hook: every p that reached sampling
 
 _LORA_TAG = re.compile(r"<lora:([^:>]+):([^:>]+)>")
 
@@ -119,7 +120,21 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
 
 class Processed:
-    def __init__(self, p: StableDiffusionProcessing, images_list, seed=-1, info="", subseed=None, all_prompts=None, all_negative_prompts=None, all_seeds=None, all_subseeds=None, index_of_first_image=0, infotexts=None, comments=""):
+    def __init__(
+        self,
+        p: StableDiffusionProcessing,
+        images_list,
+        seed=-1,
+        info="",
+        subseed=None,
+        all_prompts=None,
+        all_negative_prompts=None,
+        all_seeds=None,
+        all_subseeds=None,
+        index_of_first_image=0,
+        infotexts=None,
+        comments="",
+    ):
         self.images = images_list
         self.prompt = p.prompt
         self.negative_prompt = p.negative_prompt
@@ -135,7 +150,18 @@ class Processed:
         self.infotexts = infotexts or [info] * len(images_list)
 
 
-def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0, use_main_prompt=False, index=None, all_negative_prompts=None):
+def create_infotext(
+    p,
+    all_prompts,
+    all_seeds,
+    all_subseeds,
+    comments=None,
+    iteration=0,
+    position_in_batch=0,
+    use_main_prompt=False,
+    index=None,
+    all_negative_prompts=None,
+):
     index = position_in_batch + iteration * p.batch_size if index is None else index
     info = shared.sd_model.sd_checkpoint_info
     params = {
@@ -160,17 +186,19 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     if p.scripts is not None:
         p.scripts.before_process(p)
 
-    stored_opts = {k: opts.data[k] if k in opts.data else opts.get_default(k) for k in p.override_settings.keys() if k in opts.data}
+    stored_opts = {
+        k: opts.data[k] if k in opts.data else opts.get_default(k) for k in p.override_settings.keys() if k in opts.data
+    }
 
     try:
-        if sd_models.checkpoint_aliases.get(p.override_settings.get('sd_model_checkpoint')) is None:
-            p.override_settings.pop('sd_model_checkpoint', None)
+        if sd_models.checkpoint_aliases.get(p.override_settings.get("sd_model_checkpoint")) is None:
+            p.override_settings.pop("sd_model_checkpoint", None)
             sd_models.reload_model_weights()
 
         for k, v in p.override_settings.items():
             opts.set(k, v, is_api=True, run_callbacks=False)
 
-            if k == 'sd_model_checkpoint':
+            if k == "sd_model_checkpoint":
                 sd_models.reload_model_weights()
 
         res = process_images_inner(p)
@@ -208,9 +236,9 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         if state.interrupted or state.stopping_generation:
             break
 
-        p.prompts = p.all_prompts[n * p.batch_size:(n + 1) * p.batch_size]
-        p.seeds = p.all_seeds[n * p.batch_size:(n + 1) * p.batch_size]
-        p.subseeds = p.all_subseeds[n * p.batch_size:(n + 1) * p.batch_size]
+        p.prompts = p.all_prompts[n * p.batch_size : (n + 1) * p.batch_size]
+        p.seeds = p.all_seeds[n * p.batch_size : (n + 1) * p.batch_size]
+        p.subseeds = p.all_subseeds[n * p.batch_size : (n + 1) * p.batch_size]
         loras = _activate_loras(p)
 
         if p.scripts is not None:
@@ -227,7 +255,14 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     if not infotexts:
         infotexts.append(create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds))
 
-    res = Processed(p, images_list=output_images, seed=p.all_seeds[0], info=infotexts[0], subseed=p.all_subseeds[0], infotexts=infotexts)
+    res = Processed(
+        p,
+        images_list=output_images,
+        seed=p.all_seeds[0],
+        info=infotexts[0],
+        subseed=p.all_subseeds[0],
+        infotexts=infotexts,
+    )
 
     if p.scripts is not None:
         p.scripts.postprocess(p, res)
@@ -235,7 +270,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     return res
 
 
-def _activate_loras(p) -> List[str]:
+def _activate_loras(p) -> list[str]:
     """The Lora extension's activate(): known names load, unknown ones are skipped."""
     networks = sys.modules.get("networks")
     known = getattr(networks, "available_networks", {}) if networks is not None else {}
@@ -245,12 +280,23 @@ def _activate_loras(p) -> List[str]:
     return [f"{name}:{weight:g}" for name, weight in active]
 
 
-def _sample(p, seed: int, loras: List[str]) -> Image.Image:
+def _sample(p, seed: int, loras: list[str]) -> Image.Image:
     _runs.append(p)
     init = p.init_images[0].convert("RGB").resize((p.width, p.height))  # resize_mode 0: just resize
     base = np.asarray(init, dtype=np.float32)
-    key = repr((_LORA_TAG.sub("", p.prompt), p.negative_prompt, seed, p.sampler_name, p.scheduler, p.steps,
-                p.cfg_scale, shared.sd_model.sd_checkpoint_info.title, loras))
+    key = repr(
+        (
+            _LORA_TAG.sub("", p.prompt),
+            p.negative_prompt,
+            seed,
+            p.sampler_name,
+            p.scheduler,
+            p.steps,
+            p.cfg_scale,
+            shared.sd_model.sd_checkpoint_info.title,
+            loras,
+        )
+    )
     tint = np.frombuffer(hashlib.sha256(key.encode()).digest()[:3], dtype=np.uint8).astype(np.float32)
 
     done = 0

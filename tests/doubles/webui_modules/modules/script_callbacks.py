@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from typing import Any, Optional
+from typing import Any
 
 from modules import errors
 
@@ -33,13 +33,13 @@ callback_map = dict(
 )
 
 
-def add_callback(callbacks, fun, *, name=None, category='unknown', filename=None):
+def add_callback(callbacks, fun, *, name=None, category="unknown", filename=None):
     if filename is None:
         stack = [x for x in inspect.stack() if x.filename != __file__]
-        filename = stack[0].filename if stack else 'unknown file'
+        filename = stack[0].filename if stack else "unknown file"
     callback_name = f"{os.path.basename(filename)}/{category}"
     if name is not None:
-        callback_name += f'/{name}'
+        callback_name += f"/{name}"
     callbacks.append(ScriptCallback(filename, fun, callback_name))
 
 
@@ -48,57 +48,57 @@ def clear_callbacks():
         callback_list.clear()
 
 
-def app_started_callback(demo: Optional[Any], app: Any):
-    for c in callback_map['callbacks_app_started']:
+def app_started_callback(demo: Any | None, app: Any):
+    for c in callback_map["callbacks_app_started"]:
         try:
             c.callback(demo, app)
         except Exception:
-            report_exception(c, 'app_started_callback')
+            report_exception(c, "app_started_callback")
 
 
 def ui_tabs_callback():
     res = []
-    for c in callback_map['callbacks_ui_tabs']:
+    for c in callback_map["callbacks_ui_tabs"]:
         try:
             res += c.callback() or []
         except Exception:
-            report_exception(c, 'ui_tabs_callback')
+            report_exception(c, "ui_tabs_callback")
     return res
 
 
 def ui_settings_callback():
-    for c in callback_map['callbacks_ui_settings']:
+    for c in callback_map["callbacks_ui_settings"]:
         try:
             c.callback()
         except Exception:
-            report_exception(c, 'ui_settings_callback')
+            report_exception(c, "ui_settings_callback")
 
 
 def script_unloaded_callback():
-    for c in reversed(callback_map['callbacks_script_unloaded']):
+    for c in reversed(callback_map["callbacks_script_unloaded"]):
         try:
             c.callback()
         except Exception:
-            report_exception(c, 'script_unloaded')
+            report_exception(c, "script_unloaded")
 
 
 def on_app_started(callback, *, name=None):
     """register a function to be called when the webui started, the gradio `Block` component and
     fastapi `FastAPI` object are passed as the arguments"""
-    add_callback(callback_map['callbacks_app_started'], callback, name=name, category='app_started')
+    add_callback(callback_map["callbacks_app_started"], callback, name=name, category="app_started")
 
 
 def on_ui_tabs(callback, *, name=None):
     """register a function to be called when the UI is creating new tabs: it returns None or a list
     of (gradio_component, title, elem_id) tuples"""
-    add_callback(callback_map['callbacks_ui_tabs'], callback, name=name, category='ui_tabs')
+    add_callback(callback_map["callbacks_ui_tabs"], callback, name=name, category="ui_tabs")
 
 
 def on_ui_settings(callback, *, name=None):
     """register a function to be called before UI settings are populated"""
-    add_callback(callback_map['callbacks_ui_settings'], callback, name=name, category='ui_settings')
+    add_callback(callback_map["callbacks_ui_settings"], callback, name=name, category="ui_settings")
 
 
 def on_script_unloaded(callback, *, name=None):
     """register a function to be called before the script is unloaded"""
-    add_callback(callback_map['callbacks_script_unloaded'], callback, name=name, category='script_unloaded')
+    add_callback(callback_map["callbacks_script_unloaded"], callback, name=name, category="script_unloaded")

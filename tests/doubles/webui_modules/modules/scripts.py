@@ -87,42 +87,46 @@ class ScriptRunner:
         return script
 
     def _each(self, method_name):
-        return [s for s in self.alwayson_scripts if getattr(s.__class__, method_name, None) is not getattr(Script, method_name, None)]
+        return [
+            s
+            for s in self.alwayson_scripts
+            if getattr(s.__class__, method_name, None) is not getattr(Script, method_name, None)
+        ]
 
     def before_process(self, p):
-        for script in self._each('before_process'):
+        for script in self._each("before_process"):
             try:
-                script.before_process(p, *p.script_args[script.args_from:script.args_to])
+                script.before_process(p, *p.script_args[script.args_from : script.args_to])
             except Exception:
                 errors.report(f"Error running before_process: {script.filename}", exc_info=True)
 
     def process(self, p):
-        for script in self._each('process'):
+        for script in self._each("process"):
             try:
-                script.process(p, *p.script_args[script.args_from:script.args_to])
+                script.process(p, *p.script_args[script.args_from : script.args_to])
             except Exception:
                 errors.report(f"Error running process: {script.filename}", exc_info=True)
 
     def process_batch(self, p, **kwargs):
-        for script in self._each('process_batch'):
+        for script in self._each("process_batch"):
             try:
-                script.process_batch(p, *p.script_args[script.args_from:script.args_to], **kwargs)
+                script.process_batch(p, *p.script_args[script.args_from : script.args_to], **kwargs)
             except Exception:
                 errors.report(f"Error running process_batch: {script.filename}", exc_info=True)
 
     def postprocess(self, p, processed):
-        for script in self._each('postprocess'):
+        for script in self._each("postprocess"):
             try:
-                script.postprocess(p, processed, *p.script_args[script.args_from:script.args_to])
+                script.postprocess(p, processed, *p.script_args[script.args_from : script.args_to])
             except Exception:
                 errors.report(f"Error running postprocess: {script.filename}", exc_info=True)
 
     def setup_scrips(self, p, *, is_ui=True):
-        for script in self._each('setup'):
+        for script in self._each("setup"):
             if not is_ui and script.setup_for_ui_only:
                 continue
             try:
-                script.setup(p, *p.script_args[script.args_from:script.args_to])
+                script.setup(p, *p.script_args[script.args_from : script.args_to])
             except Exception:
                 errors.report(f"Error running setup: {script.filename}", exc_info=True)
 

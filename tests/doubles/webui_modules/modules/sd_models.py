@@ -23,7 +23,7 @@ class CheckpointInfo:
     def __init__(self, filename):
         self.filename = filename
         abspath = os.path.abspath(filename)
-        name = abspath.replace(model_path, '') if abspath.startswith(model_path) else os.path.basename(filename)
+        name = abspath.replace(model_path, "") if abspath.startswith(model_path) else os.path.basename(filename)
         if name.startswith("\\") or name.startswith("/"):
             name = name[1:]
         self.is_safetensors = os.path.splitext(filename)[1].lower() == ".safetensors"
@@ -33,10 +33,20 @@ class CheckpointInfo:
         self.hash = hashlib.sha256(name.encode()).hexdigest()[0:8]
         self.sha256 = hashlib.sha256(("sha:" + name).encode()).hexdigest()
         self.shorthash = self.sha256[0:10]
-        self.title = f'{name} [{self.shorthash}]'
-        self.short_title = f'{self.name_for_extra} [{self.shorthash}]'
-        self.ids = [self.hash, self.model_name, self.title, name, self.name_for_extra, f'{name} [{self.hash}]',
-                    self.shorthash, self.sha256, f'{self.name} [{self.shorthash}]', f'{self.name_for_extra} [{self.shorthash}]']
+        self.title = f"{name} [{self.shorthash}]"
+        self.short_title = f"{self.name_for_extra} [{self.shorthash}]"
+        self.ids = [
+            self.hash,
+            self.model_name,
+            self.title,
+            name,
+            self.name_for_extra,
+            f"{name} [{self.hash}]",
+            self.shorthash,
+            self.sha256,
+            f"{self.name} [{self.shorthash}]",
+            f"{self.name_for_extra} [{self.shorthash}]",
+        ]
 
     def register(self):
         checkpoints_list[self.title] = self

@@ -18,10 +18,10 @@ class Scheduler:
 
 
 schedulers = [
-    Scheduler('automatic', 'Automatic', None),
-    Scheduler('uniform', 'Uniform', None, need_inner_model=True),
-    Scheduler('karras', 'Karras', None, default_rho=7.0),
-    Scheduler('exponential', 'Exponential', None),
-    Scheduler('sgm_uniform', 'SGM Uniform', None, need_inner_model=True, aliases=["SGMUniform"]),
+    Scheduler("automatic", "Automatic", None),
+    Scheduler("uniform", "Uniform", None, need_inner_model=True),
+    Scheduler("karras", "Karras", None, default_rho=7.0),
+    Scheduler("exponential", "Exponential", None),
+    Scheduler("sgm_uniform", "SGM Uniform", None, need_inner_model=True, aliases=["SGMUniform"]),
 ]
 schedulers_map = {**{x.name: x for x in schedulers}, **{x.label: x for x in schedulers}}

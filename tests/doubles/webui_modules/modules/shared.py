@@ -15,11 +15,40 @@ cmd_opts = shared_cmd_options.cmd_opts
 
 OptionInfo = options.OptionInfo
 
-options_templates = {
-    "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion Checkpoint"),
-    "outdir_img2img_samples": OptionInfo(os.path.join(default_output_dir, 'img2img-images'), 'Output directory for img2img images'),
-    "outdir_img2img_grids": OptionInfo(os.path.join(default_output_dir, 'img2img-grids'), 'Output directory for img2img grids'),
-}
+# Upstream modules/shared_options.py registers these categories (in this order) and files
+# its sections under them; the double keeps the two sections whose options Vidstyle reads.
+for _category_id, _label in (
+    ("saving", "Saving images"),
+    ("sd", "Stable Diffusion"),
+    ("ui", "User Interface"),
+    ("system", "System"),
+    ("postprocessing", "Postprocessing"),
+    ("training", "Training"),
+):
+    options.categories.register_category(_category_id, _label)
+
+options_templates = {}
+options_templates.update(
+    options.options_section(
+        ("saving-paths", "Paths for saving", "saving"),
+        {
+            "outdir_img2img_samples": OptionInfo(
+                os.path.join(default_output_dir, "img2img-images"), "Output directory for img2img images"
+            ),
+            "outdir_img2img_grids": OptionInfo(
+                os.path.join(default_output_dir, "img2img-grids"), "Output directory for img2img grids"
+            ),
+        },
+    )
+)
+options_templates.update(
+    options.options_section(
+        ("sd", "Stable Diffusion", "sd"),
+        {
+            "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion Checkpoint"),
+        },
+    )
+)
 opts = options.Options(options_templates, set())
 
 state = shared_state.State()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import List
 
 
 class State:
@@ -15,7 +14,7 @@ class State:
     job_no = 0
     job_count = 0
     processing_has_refined_job_count = False
-    job_timestamp = '0'
+    job_timestamp = "0"
     sampling_step = 0
     sampling_steps = 0
     current_latent = None
@@ -28,7 +27,7 @@ class State:
 
     def __init__(self):
         self.server_start = time.time()
-        self._jobs: List[str] = []  # test hook: every job begin() started
+        self._jobs: list[str] = []  # test hook: every job begin() started
 
     def skip(self):
         self.skipped = True

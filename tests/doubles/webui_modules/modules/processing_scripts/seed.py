@@ -13,8 +13,14 @@ class ScriptSeed(scripts.ScriptBuiltinUI):
         return "Seed"
 
     def ui(self, is_img2img):
-        return (scripts._Control(-1), scripts._Control(False), scripts._Control(-1), scripts._Control(0.0),
-                scripts._Control(0), scripts._Control(0))
+        return (
+            scripts._Control(-1),
+            scripts._Control(False),
+            scripts._Control(-1),
+            scripts._Control(0.0),
+            scripts._Control(0),
+            scripts._Control(0),
+        )
 
     def setup(self, p, seed, seed_checkbox, subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h):
         p.seed = seed

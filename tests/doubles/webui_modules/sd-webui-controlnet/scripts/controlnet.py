@@ -31,5 +31,7 @@ class Script(scripts.Script):
         for i, unit in enumerate(enabled):
             if unit.image is None:
                 raise ValueError("controlnet is enabled but no input image is given")
-            p.extra_generation_params[f"ControlNet {i}"] = f"Module: {unit.module}, Model: {unit.model}, Weight: {unit.weight}"
+            p.extra_generation_params[f"ControlNet {i}"] = (
+                f"Module: {unit.module}, Model: {unit.model}, Weight: {unit.weight}"
+            )
         p._controlnet_units = enabled

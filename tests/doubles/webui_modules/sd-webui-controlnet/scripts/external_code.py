@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from copy import copy
 from enum import Enum
-from typing import Any, Dict, List, Optional
-
-from vidstyle.compat import BaseModel, Field, root_validator, validator
+from typing import Any
 
 from modules import shared
+
+from vidstyle.compat import BaseModel, Field, root_validator, validator
 
 
 def get_api_version() -> int:
@@ -49,12 +49,18 @@ class HiResFixOption(Enum):
 # Preprocessor sliders (scripts/supported_preprocessor.py, preprocessor/model_free_preprocessors.py):
 # name -> (resolution, slider_1, slider_2) as (label, min, max, value, step, visible).
 _SLIDERS = {
-    "none": (("Resolution", 64, 2048, 512, 8, True), ("EMPTY_LABEL", 0.0, 1.0, 0.5, 0.01, False),
-             ("EMPTY_LABEL", 0.0, 1.0, 0.5, 0.01, False)),
-    "canny": (("Resolution", 64, 2048, 512, 8, True), ("Low Threshold", 1, 255, 100, 1, True),
-              ("High Threshold", 1, 255, 200, 1, True)),
+    "none": (
+        ("Resolution", 64, 2048, 512, 8, True),
+        ("EMPTY_LABEL", 0.0, 1.0, 0.5, 0.01, False),
+        ("EMPTY_LABEL", 0.0, 1.0, 0.5, 0.01, False),
+    ),
+    "canny": (
+        ("Resolution", 64, 2048, 512, 8, True),
+        ("Low Threshold", 1, 255, 100, 1, True),
+        ("High Threshold", 1, 255, 200, 1, True),
+    ),
 }
-_models: Dict[str, str] = {}  # test hook: lower-case model name -> "name [hash]"
+_models: dict[str, str] = {}  # test hook: lower-case model name -> "name [hash]"
 
 
 class ControlNetUnit(BaseModel):
@@ -67,7 +73,7 @@ class ControlNetUnit(BaseModel):
     module: str = "none"
     model: str = "None"
     weight: float = Field(1.0, ge=0.0, le=2.0)
-    image: Optional[Any] = None
+    image: Any | None = None
     resize_mode: ResizeMode = ResizeMode.INNER_FIT
     low_vram: bool = False
     processor_res: int = -1
@@ -80,7 +86,7 @@ class ControlNetUnit(BaseModel):
     inpaint_crop_input_image: bool = True
     hr_option: HiResFixOption = HiResFixOption.BOTH
     save_detected_map: bool = True
-    mask: Optional[Any] = None
+    mask: Any | None = None
 
     @validator("module", always=True, pre=True, allow_reuse=True)
     def check_module(cls, value: str) -> str:
@@ -99,7 +105,9 @@ class ControlNetUnit(BaseModel):
     def bound_check_params(cls, values: dict) -> dict:
         if not values.get("enabled") or not values.get("module"):
             return values
-        for key, (_, lo, hi, default, _, _) in zip(("processor_res", "threshold_a", "threshold_b"), _SLIDERS[values["module"]]):
+        for key, (_, lo, hi, default, _, _) in zip(
+            ("processor_res", "threshold_a", "threshold_b"), _SLIDERS[values["module"]], strict=False
+        ):
             if values[key] < lo or values[key] > hi:
                 values[key] = default
         return values
@@ -120,11 +128,11 @@ def find_cn_script(script_runner):
     return None
 
 
-def update_cn_script_in_processing(p, cn_units: List[ControlNetUnit], **_kwargs):
+def update_cn_script_in_processing(p, cn_units: list[ControlNetUnit], **_kwargs):
     p.script_args = update_cn_script(p.scripts, p.script_args_value, cn_units)
 
 
-def update_cn_script(script_runner, script_args, cn_units: List[ControlNetUnit]):
+def update_cn_script(script_runner, script_args, cn_units: list[ControlNetUnit]):
     script_args_type = type(script_args)
     assert script_args_type in (tuple, list), script_args_type
     updated_script_args = list(copy(script_args))
@@ -137,7 +145,7 @@ def update_cn_script(script_runner, script_args, cn_units: List[ControlNetUnit])
     for script in script_runner.alwayson_scripts:
         if script is cn_script:
             cn_script_args_diff = len(cn_units) - (cn_script.args_to - cn_script.args_from)
-            updated_script_args[script.args_from:script.args_to] = cn_units
+            updated_script_args[script.args_from : script.args_to] = cn_units
             script.args_to = script.args_from + len(cn_units)
         else:
             script.args_from += cn_script_args_diff
@@ -145,20 +153,24 @@ def update_cn_script(script_runner, script_args, cn_units: List[ControlNetUnit])
     return script_args_type(updated_script_args)
 
 
-def get_models(update: bool = False) -> List[str]:
+def get_models(update: bool = False) -> list[str]:
     return list(_models.values())
 
 
-def get_modules(alias_names: bool = False) -> List[str]:
+def get_modules(alias_names: bool = False) -> list[str]:
     return list(_SLIDERS)
 
 
-def get_modules_detail(alias_names: bool = False) -> Dict[str, Any]:
+def get_modules_detail(alias_names: bool = False) -> dict[str, Any]:
     detail = {}
     for name, sliders in _SLIDERS.items():
         detail[name] = dict(
             model_free=name != "none",
-            sliders=[dict(name=label, value=value, min=lo, max=hi, step=step) for label, lo, hi, value, step, visible in sliders if visible],
+            sliders=[
+                dict(name=label, value=value, min=lo, max=hi, step=step)
+                for label, lo, hi, value, step, visible in sliders
+                if visible
+            ],
         )
     return detail
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Dict, Optional, Union
 
 import numpy as np
 
@@ -31,7 +30,7 @@ class ResizeMode(Enum):
     OUTER_FIT = "Resize and Fill"
 
 
-def resize_mode_from_value(value: Union[str, int, ResizeMode]) -> ResizeMode:
+def resize_mode_from_value(value: str | int | ResizeMode) -> ResizeMode:
     if isinstance(value, str):
         return ResizeMode(value)
     elif isinstance(value, int):
@@ -40,7 +39,7 @@ def resize_mode_from_value(value: Union[str, int, ResizeMode]) -> ResizeMode:
         return value
 
 
-def control_mode_from_value(value: Union[str, int, ControlMode]) -> ControlMode:
+def control_mode_from_value(value: str | int | ControlMode) -> ControlMode:
     if isinstance(value, str):
         return ControlMode(value)
     elif isinstance(value, int):
@@ -52,25 +51,25 @@ def control_mode_from_value(value: Union[str, int, ControlMode]) -> ControlMode:
 @dataclass
 class ControlNetUnit:
     use_preview_as_input: bool = False
-    generated_image: Optional[np.ndarray] = None
-    mask_image: Optional[np.ndarray] = None
-    mask_image_fg: Optional[np.ndarray] = None
+    generated_image: np.ndarray | None = None
+    mask_image: np.ndarray | None = None
+    mask_image_fg: np.ndarray | None = None
     enabled: bool = True
     module: str = "None"
     model: str = "None"
     weight: float = 1.0
-    image: Optional[np.ndarray] = None
-    image_fg: Optional[np.ndarray] = None
-    resize_mode: Union[ResizeMode, int, str] = ResizeMode.INNER_FIT
+    image: np.ndarray | None = None
+    image_fg: np.ndarray | None = None
+    resize_mode: ResizeMode | int | str = ResizeMode.INNER_FIT
     processor_res: int = -1
     threshold_a: float = -1
     threshold_b: float = -1
     guidance_start: float = 0.0
     guidance_end: float = 1.0
     pixel_perfect: bool = False
-    control_mode: Union[ControlMode, int, str] = ControlMode.BALANCED
+    control_mode: ControlMode | int | str = ControlMode.BALANCED
     save_detected_map: bool = True
 
     @staticmethod
-    def from_dict(d: Dict) -> "ControlNetUnit":
+    def from_dict(d: dict) -> ControlNetUnit:
         return ControlNetUnit(**{k: v for k, v in d.items() if k in vars(ControlNetUnit)})

@@ -8,12 +8,11 @@ update_controlnet_filenames(); the identity preprocessor is called "None".
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List
 
-controlnet_filename_dict = {'None': 'model.safetensors'}
-controlnet_names = ['None']
+controlnet_filename_dict = {"None": "model.safetensors"}
+controlnet_names = ["None"]
 supported_preprocessors = OrderedDict([("None", object()), ("canny", object())])
-_files: List[str] = []  # test hook: model stems in models/ControlNet
+_files: list[str] = []  # test hook: model stems in models/ControlNet
 
 
 def get_all_controlnet_names():
@@ -34,7 +33,7 @@ def get_preprocessor(name):
 
 def update_controlnet_filenames():
     global controlnet_filename_dict, controlnet_names
-    controlnet_filename_dict = {'None': 'model.safetensors'}
+    controlnet_filename_dict = {"None": "model.safetensors"}
     for stem in _files:
         controlnet_filename_dict[f"{stem} [{abs(hash(stem)) % 16**8:08x}]"] = f"models/ControlNet/{stem}.safetensors"
     controlnet_names = list(controlnet_filename_dict.keys())

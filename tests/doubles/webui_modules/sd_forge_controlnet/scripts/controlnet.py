@@ -9,7 +9,6 @@ on an all-dark image without an image_fg layer.
 from __future__ import annotations
 
 import numpy as np
-
 from lib_controlnet import external_code, global_state
 from lib_controlnet.external_code import ControlNetUnit
 from modules import scripts, shared
@@ -26,7 +25,9 @@ class ControlNetForForgeOfficial(scripts.Script):
 
     def ui(self, is_img2img):
         max_models = shared.opts.data.get("control_net_unit_count", 3)
-        return tuple(scripts._Control(ControlNetUnit(enabled=False, module="None", model="None")) for _ in range(max_models))
+        return tuple(
+            scripts._Control(ControlNetUnit(enabled=False, module="None", model="None")) for _ in range(max_models)
+        )
 
     def get_enabled_units(self, units):
         units = [ControlNetUnit.from_dict(unit) if isinstance(unit, dict) else unit for unit in units]
@@ -36,7 +37,7 @@ class ControlNetForForgeOfficial(scripts.Script):
     def process(self, p, *args, **kwargs):
         enabled = self.get_enabled_units(args)
         for unit in enabled:
-            assert unit.model != 'None', 'You have not selected any control model!'
+            assert unit.model != "None", "You have not selected any control model!"
             global_state.get_controlnet_filename(unit.model)  # KeyError for a name Forge does not list
             assert global_state.get_preprocessor(unit.module) is not None, unit.module
             external_code.resize_mode_from_value(unit.resize_mode)

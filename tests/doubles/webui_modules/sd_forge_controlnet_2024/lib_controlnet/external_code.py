@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -30,7 +29,7 @@ class ResizeMode(Enum):
     OUTER_FIT = "Resize and Fill"
 
 
-def resize_mode_from_value(value: Union[str, int, ResizeMode]) -> ResizeMode:
+def resize_mode_from_value(value: str | int | ResizeMode) -> ResizeMode:
     if isinstance(value, str):
         return ResizeMode(value)
     elif isinstance(value, int):
@@ -39,7 +38,7 @@ def resize_mode_from_value(value: Union[str, int, ResizeMode]) -> ResizeMode:
         return value
 
 
-def control_mode_from_value(value: Union[str, int, ControlMode]) -> ControlMode:
+def control_mode_from_value(value: str | int | ControlMode) -> ControlMode:
     if isinstance(value, str):
         return ControlMode(value)
     elif isinstance(value, int):
@@ -51,27 +50,27 @@ def control_mode_from_value(value: Union[str, int, ControlMode]) -> ControlMode:
 @dataclass
 class ControlNetUnit:
     use_preview_as_input: bool = False
-    batch_image_dir: str = ''
-    batch_mask_dir: str = ''
-    batch_input_gallery: Optional[List[str]] = None
-    batch_mask_gallery: Optional[List[str]] = None
-    generated_image: Optional[np.ndarray] = None
-    mask_image: Optional[Dict] = None
+    batch_image_dir: str = ""
+    batch_mask_dir: str = ""
+    batch_input_gallery: list[str] | None = None
+    batch_mask_gallery: list[str] | None = None
+    generated_image: np.ndarray | None = None
+    mask_image: dict | None = None
     enabled: bool = True
     module: str = "None"
     model: str = "None"
     weight: float = 1.0
-    image: Optional[Dict] = None
-    resize_mode: Union[ResizeMode, int, str] = ResizeMode.INNER_FIT
+    image: dict | None = None
+    resize_mode: ResizeMode | int | str = ResizeMode.INNER_FIT
     processor_res: int = -1
     threshold_a: float = -1
     threshold_b: float = -1
     guidance_start: float = 0.0
     guidance_end: float = 1.0
     pixel_perfect: bool = False
-    control_mode: Union[ControlMode, int, str] = ControlMode.BALANCED
+    control_mode: ControlMode | int | str = ControlMode.BALANCED
     save_detected_map: bool = True
 
     @staticmethod
-    def from_dict(d: Dict) -> "ControlNetUnit":
+    def from_dict(d: dict) -> ControlNetUnit:
         return ControlNetUnit(**{k: v for k, v in d.items() if k in vars(ControlNetUnit)})

@@ -8,7 +8,6 @@ picks the mask, and the model must be a name global_state lists.
 from __future__ import annotations
 
 import numpy as np
-
 from lib_controlnet import external_code, global_state
 from lib_controlnet.external_code import ControlNetUnit
 from modules import scripts, shared
@@ -25,7 +24,9 @@ class ControlNetForForgeOfficial(scripts.Script):
 
     def ui(self, is_img2img):
         max_models = shared.opts.data.get("control_net_unit_count", 3)
-        return tuple(scripts._Control(ControlNetUnit(enabled=False, module="None", model="None")) for _ in range(max_models))
+        return tuple(
+            scripts._Control(ControlNetUnit(enabled=False, module="None", model="None")) for _ in range(max_models)
+        )
 
     def get_enabled_units(self, units):
         units = [ControlNetUnit.from_dict(unit) if isinstance(unit, dict) else unit for unit in units]
@@ -35,17 +36,17 @@ class ControlNetForForgeOfficial(scripts.Script):
     def process(self, p, *args, **kwargs):
         enabled = self.get_enabled_units(args)
         for unit in enabled:
-            assert unit.model != 'None', 'You have not selected any control model!'
+            assert unit.model != "None", "You have not selected any control model!"
             global_state.get_controlnet_filename(unit.model)
             assert global_state.get_preprocessor(unit.module) is not None, unit.module
             external_code.resize_mode_from_value(unit.resize_mode)
             external_code.control_mode_from_value(unit.control_mode)
             if unit.image is None:
                 raise ValueError("controlnet is enabled but no input image is given")
-            elif (unit.image['image'] < 5).all() and (unit.image['mask'] > 5).any():
-                image = unit.image['mask']
+            elif (unit.image["image"] < 5).all() and (unit.image["mask"] > 5).any():
+                image = unit.image["mask"]
             else:
-                image = unit.image['image']
+                image = unit.image["image"]
             if not isinstance(image, np.ndarray):
                 raise ValueError("controlnet is enabled but no input image is given")
         p._controlnet_units = enabled

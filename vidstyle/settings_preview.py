@@ -1,0 +1,252 @@
+"""Try settings before a long job: a handful of frames rendered with them, in one comparison grid.
+
+`vidstyle preview VIDEO --frames 0,120,240 [settings]`, the tab's Preview button and
+POST /vidstyle/v1/preview all call `render_settings_preview`. Columns are frames, rows the
+source (fitted to the job size), its canny map and the result, exactly as the job would make
+them (same size, canny settings, seed per frame). Frames are chosen as the epoch preview
+chooses them (`--frames auto`: spread over the clip, favouring small figures and fast motion),
+and the grid and page are drawn by the same code (vidstyle.epoch_preview).
+
+With coherence mode `flow` (or `keyframes`) the grid also holds a short run of consecutive
+frames made as the render loop makes them (vidstyle.coherence: its plan and its init images),
+so how well the chain holds together is seen before hours are spent on it.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from dataclasses import replace as with_changes
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import coherence
+from .atomic import atomic_path, write_text
+from .backends import create_backend
+from .backends.base import Backend, BackendFactory
+from .epoch_frames import DEFAULT_COUNT, choose_frames
+from .epoch_preview import _cell_size, _Column, _request, draw_rows, grid_table, read_columns
+from .errors import Cancelled, UserInputError
+from .events import EventCallback
+from .render import CancelToken, RenderEvent
+from .spec import JobSpec
+from .video import plan_selection, probe
+
+FLOW_RUN_FRAMES = 4  # a chain this long already shows drift and occlusion seams
+MAX_RUN_FRAMES = 9  # keyframes: one interval plus its closing keyframe, at most
+ROW_LABELS = [("source", "fitted to the job size"), ("canny", "control map"), ("result", "with these settings")]
+
+
+@dataclass
+class SettingsPreview:
+    grid_path: Path
+    html_path: Path
+    frames: list[int]  # frames rendered alone, as chosen
+    run_frames: list[int] = field(default_factory=list)  # the consecutive run (flow / keyframes), if any
+    run_mode: str = ""
+    seed: int = 0
+    cell_size: tuple[int, int] = (0, 0)
+    notes: list[str] = field(default_factory=list)
+
+
+def _noop(event: RenderEvent) -> None:
+    return None
+
+
+def run_length(spec: JobSpec, requested: int | None) -> tuple[int, str]:
+    """(frames in the consecutive run, its mode): the job's coherence mode decides, `requested` overrides."""
+    mode = spec.coherence.mode
+    if requested is not None:
+        if not 0 <= requested <= MAX_RUN_FRAMES:
+            raise UserInputError(f"The consecutive run must have 0-{MAX_RUN_FRAMES} frames, not {requested}.")
+        return (requested, mode if mode != "independent" else "flow") if requested >= 2 else (0, "")
+    if mode == "flow":
+        return FLOW_RUN_FRAMES, mode
+    if mode == "keyframes":
+        return min(spec.coherence.keyframe_interval + 1, MAX_RUN_FRAMES), mode
+    return 0, ""
+
+
+def _run_start(first: int, length: int, frame_count: int) -> int:
+    return max(0, min(first, frame_count - length))
+
+
+class _Renderer:
+    """One backend, the cancel token and the progress count of one preview."""
+
+    def __init__(
+        self, spec: JobSpec, backend: Backend, cancel: CancelToken, on_event: EventCallback, total: int
+    ) -> None:
+        self.spec, self.backend, self.cancel, self.on_event = spec, backend, cancel, on_event
+        self.done, self.total = 0, total
+        self._alone: dict[int, np.ndarray] = {}  # a frame rendered alone twice (chosen and run start) is one call
+
+    def render(self, column: _Column, init: np.ndarray | None = None, denoise: float | None = None) -> np.ndarray:
+        if init is None and column.frame in self._alone:
+            self.done += 1
+            return self._alone[column.frame]
+        if self.cancel.cancelled:
+            raise Cancelled("Preview cancelled; nothing was written.")
+        request = _request(self.spec, column, list(self.spec.model.loras))
+        if init is not None:  # a guided frame: the ControlNet still sees the source frame's canny map
+            request = with_changes(
+                request,
+                init_image=Image.fromarray(init),
+                source_image=column.init,
+                denoise=self.spec.sampling.denoise if denoise is None else denoise,
+            )
+        image = self.backend.img2img(request).image.convert("RGB")
+        if image.size != (self.spec.size.width, self.spec.size.height):
+            image = image.resize((self.spec.size.width, self.spec.size.height), Image.Resampling.LANCZOS)
+        self.done += 1
+        self.on_event(RenderEvent("frame", "render", self.done, self.total, column.frame))
+        if init is None:
+            self._alone[column.frame] = np.asarray(image)
+        return np.asarray(image)
+
+
+def render_run(
+    renderer: _Renderer, spec: JobSpec, mode: str, columns: Sequence[_Column]
+) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Consecutive frames made as the render loop would in `mode`: (outputs, how each was made, notes)."""
+    coh = spec.coherence.copy(update={"mode": mode})
+    plan = coherence.plan_frames(coh, len(columns), cuts=[])  # local indices 0..n-1
+    sources = {n: np.asarray(c.init) for n, c in enumerate(columns)}
+    outputs: dict[int, np.ndarray] = {}
+    made: list[tuple[int, str, str]] = []  # (frame, made by, step kind)
+    guided = spec.copy(update={"coherence": coh})
+    for step in sorted(plan.steps, key=_render_order):
+        inputs = coherence.frame_inputs(step, guided, sources.__getitem__, outputs.__getitem__)
+        column = columns[step.idx]
+        if inputs.finished is not None:
+            image = inputs.finished
+        elif step.how in ("alone", "keyframe"):
+            image = renderer.render(column)
+        else:
+            image = renderer.render(column, inputs.init, inputs.denoise)
+        outputs[step.idx] = coherence.match_output(image, step, guided, outputs.__getitem__)
+        made.append((step.idx, inputs.info.get("made_by", "img2img"), step.how))
+    labels = {idx: _how_label(how, by) for idx, by, how in made}
+    return [outputs[n] for n in range(len(columns))], [labels[n] for n in range(len(columns))], list(plan.notes)
+
+
+def _render_order(step: coherence.FrameStep) -> tuple[int, int]:
+    """Frames a step depends on first: keyframes before the frames filled between them."""
+    return (1 if step.how == "between" else 0, step.idx)
+
+
+def _how_label(how: str, made_by: str) -> str:
+    """A column header short enough for a 256 px cell."""
+    if how == "between":
+        return "fill" if made_by == "fill" else "fill+i2i"
+    return {"alone": "start", "keyframe": "key"}.get(how, how)
+
+
+def render_settings_preview(
+    spec: JobSpec,
+    out_dir: Path,
+    name: str = "preview",
+    *,
+    frames: str = "auto",
+    count: int = DEFAULT_COUNT,
+    run_frames: int | None = None,
+    webui_auth: str | None = None,
+    backend_factory: BackendFactory | None = None,
+    cancel: CancelToken | None = None,
+    on_event: EventCallback = _noop,
+) -> SettingsPreview:
+    """Render the chosen frames (and a consecutive run) with `spec`; write OUT_DIR/NAME.png and NAME.html.
+
+    Both files are written only when every cell rendered, so a failed or cancelled preview leaves nothing.
+    """
+    cancel = cancel or CancelToken()
+    if not spec.source.path:
+        raise UserInputError("No source video given; give the video to preview the settings on.")
+    spec = spec.resolved()  # one seed for the whole grid, shown on it
+    length, mode = run_length(spec, run_frames)
+    on_event(RenderEvent("stage", "prepare", message="choosing frames"))
+    info = probe(spec.source.path, spec.source.sequence_fps)
+    chosen = choose_frames(spec.source.path, spec.source, spec.controlnet, frames, count, info)
+    frame_count = plan_selection(info, spec.source).frame_count
+    notes: list[str] = []
+    if length and frame_count < 2:
+        notes.append(f"The clip has one frame, so there is no {mode} run to show.")
+        length = 0
+    length = min(length, frame_count)
+    start = _run_start(chosen[0], length, frame_count) if length else 0
+    run = list(range(start, start + length))
+    by_frame = {c.frame: c for c in read_columns(spec, sorted(set(chosen) | set(run)))}
+    backend: Backend | None = None
+    try:
+        on_status = lambda msg: on_event(RenderEvent("status", "render", message=msg))  # noqa: E731
+        backend = (
+            backend_factory(spec, on_status)
+            if backend_factory is not None
+            else create_backend(spec, on_status, webui_auth=webui_auth)
+        )
+        on_event(RenderEvent("stage", "preflight", message=f"checking the {backend.name} backend"))
+        backend.preflight()
+        total = len(chosen) + len(run)
+        on_event(RenderEvent("stage", "render", 0, total, message=f"{len(chosen)} frames and a run of {len(run)}"))
+        renderer = _Renderer(spec, backend, cancel, on_event, total)
+        results = [renderer.render(by_frame[f]) for f in chosen]
+        run_results, hows, run_notes = (
+            render_run(renderer, spec, mode, [by_frame[f] for f in run]) if run else ([], [], [])
+        )
+        notes += run_notes
+    except (KeyboardInterrupt, Cancelled):
+        if backend is not None:
+            backend.interrupt()
+        raise Cancelled("Preview cancelled; nothing was written.") from None
+    finally:
+        if backend is not None:
+            backend.close()
+    columns = [by_frame[f] for f in chosen] + [by_frame[f] for f in run]
+    headers = [f"frame {f}" for f in chosen] + [f"{f} {how}" for f, how in zip(run, hows, strict=False)]
+    cells = [Image.fromarray(image) for image in results + run_results]
+    rows = [[c.init for c in columns], [c.control for c in columns], cells]
+    cell = _cell_size(spec.size.width, spec.size.height)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid_path, html_path = out_dir / f"{name}.png", out_dir / f"{name}.html"
+    with atomic_path(grid_path) as tmp:
+        draw_rows(headers, ROW_LABELS, rows, cell).save(tmp, format="PNG")
+    write_text(
+        html_path, preview_page(spec, grid_table(headers, ROW_LABELS, rows, ["", "", ""], cell), mode, run, notes)
+    )
+    return SettingsPreview(
+        grid_path, html_path, list(chosen), run, mode if run else "", spec.sampling.seed, cell, notes
+    )
+
+
+def preview_page(spec: JobSpec, table: str, mode: str, run: Sequence[int], notes: Sequence[str]) -> str:
+    esc = html.escape
+    run_text = (
+        (
+            f"<p>Frames {run[0]}-{run[-1]} are a consecutive run made as the job's {esc(mode)} mode makes them "
+            "(each column's header says how the frame was made: start of the chain, flow from the previous output, "
+            "key(frame), fill from the keyframes, or fill+i2i when the fill covered too little).</p>"
+        )
+        if run
+        else ""
+    )
+    notes_html = "".join(f"<p>{esc(note)}</p>" for note in notes)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Settings preview: {esc(Path(spec.source.path).name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 2px; vertical-align: top; }}
+th.row {{ text-align: left; min-width: 10em; padding-right: 1em; }} th.row span {{ color: #666; font-weight: normal; }}
+pre {{ background: #f6f6f6; padding: .8em; font-size: .85em; }}
+</style></head><body>
+<h1>Settings preview: {esc(Path(spec.source.path).name)}</h1>
+<p>Every frame renders with the settings below and its own seed, as the job would render it.</p>
+{run_text}{notes_html}
+{table}
+<h2>Settings</h2>
+<pre>{esc(spec.to_toml())}</pre>
+</body></html>
+"""
