@@ -25,12 +25,17 @@ from vidstyle.video import encode_video
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=300)
+    # independent: the engine's own cost per frame (the goal's baseline); flow adds optical flow,
+    # warping and blending per frame on top, and runs the chain in order.
+    parser.add_argument("--mode", choices=["independent", "flow", "keyframes"], default="independent")
     args = parser.parse_args()
+    print(f"coherence mode: {args.mode}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = make_source(root / "src.mp4", args.frames)
         spec = load_spec(
-            "anime-canny-sd15", {"source.path": str(clip), "backend.kind": "passthrough", "sampling.seed": 1}
+            "anime-canny-sd15",
+            {"source.path": str(clip), "backend.kind": "passthrough", "sampling.seed": 1, "coherence.mode": args.mode},
         )
         with create_job(spec, root / "job") as job:
             t0 = time.perf_counter()

@@ -328,16 +328,14 @@ def allowed_roots(jobs_root: Path) -> list[Path]:
 
 def api_policy() -> Any:
     """The operator's policy for /vidstyle/v1 from the settings; by default jobs render in-process only."""
-    from vidstyle.policy import MIB, ServerPolicy
+    from vidstyle.policy import ServerPolicy
 
-    backends = option(OPT_API_BACKENDS, DEFAULT_API_BACKENDS)
-    urls = str(option(OPT_API_WEBUI_URLS, "")).replace(",", "\n").splitlines()
-    return ServerPolicy.for_webui(
-        backends=list(backends) or list(DEFAULT_API_BACKENDS),
-        webui_urls=[url.strip() for url in urls if url.strip()],
-        max_upload_bytes=int(float(option(OPT_API_MAX_UPLOAD_MB, 4096)) * MIB),
-        max_queued_jobs=int(option(OPT_API_MAX_QUEUED, 16)),
-        max_job_megapixels=float(option(OPT_API_MAX_MEGAPIXELS, 20000)),
+    return ServerPolicy.from_webui_settings(
+        backends=option(OPT_API_BACKENDS, DEFAULT_API_BACKENDS),
+        webui_urls=option(OPT_API_WEBUI_URLS, ""),
+        max_upload_mb=option(OPT_API_MAX_UPLOAD_MB, 4096),
+        max_queued_jobs=option(OPT_API_MAX_QUEUED, 16),
+        max_job_megapixels=option(OPT_API_MAX_MEGAPIXELS, 20000),
     )
 
 

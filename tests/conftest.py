@@ -12,6 +12,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# After the settings above: this imports the engine (numpy and its thread pools).
+try:
+    from tests.webui_http_fixtures import http_backends, webui_servers
+except ImportError:  # pytest run with tests/ (not the repo root) on sys.path
+    from webui_http_fixtures import http_backends, webui_servers
+
+__all__ = ["http_backends", "webui_servers"]  # fixtures registered for the HTTP backend tests
+
 
 @pytest.fixture(scope="session")
 def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:

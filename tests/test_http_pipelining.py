@@ -25,61 +25,20 @@ import pytest
 from PIL import Image
 
 from vidstyle.backends.base import Img2ImgRequest, Img2ImgResult
-from vidstyle.backends.webui_api import RetryPolicy, WebUIApiBackend
+from vidstyle.backends.webui_api import WebUIApiBackend
 from vidstyle.errors import Cancelled
 from vidstyle.job import create_job
 from vidstyle.render import CancelToken, RenderEvent, run_job
 from vidstyle.spec import JobSpec, frame_seed, load_spec
 
 try:
-    from tests.doubles.webui_double import DoubleServer, encode_png, make_webui_double
+    from tests.doubles.webui_double import DoubleServer, encode_png
 except ImportError:  # pytest run with tests/ (not the repo root) on sys.path
-    from doubles.webui_double import DoubleServer, encode_png, make_webui_double
+    from doubles.webui_double import DoubleServer, encode_png
 
 SIZE = 64
-FAST = RetryPolicy(
-    failures_before_set_aside=2,
-    backoff_seconds=0.02,
-    backoff_max_seconds=0.1,
-    probe_seconds=0.05,
-    probe_max_seconds=0.2,
-    check_timeout=5.0,
-    interrupt_timeout=5.0,
-    progress_seconds=0.02,
-    poll_seconds=0.01,
-    cancel_poll_seconds=0.02,
-)
+WEBUI_MODELS = ("anything-v5.safetensors",)  # what webui_servers doubles offer here
 WAIT = 20.0  # upper bound for any wait; tests finish far sooner
-
-
-@pytest.fixture
-def webui() -> Iterator[Callable[..., DoubleServer]]:
-    servers: list[DoubleServer] = []
-
-    def start(**options: Any) -> DoubleServer:
-        options.setdefault("models", ("anything-v5.safetensors",))
-        server = DoubleServer(make_webui_double(**options)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def backends() -> Iterator[Callable[..., WebUIApiBackend]]:
-    made: list[WebUIApiBackend] = []
-
-    def make(spec: JobSpec, **options: Any) -> WebUIApiBackend:
-        options.setdefault("policy", FAST)
-        backend = WebUIApiBackend(spec, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -170,8 +129,8 @@ def holds_running_and_queued(server: DoubleServer) -> bool:
 # --- the double queues like the WebUI ---------------------------------------------------
 
 
-def test_double_renders_one_request_at_a_time_and_a_queued_one_survives_an_interrupt(webui):
-    server = webui(delay=0.4)
+def test_double_renders_one_request_at_a_time_and_a_queued_one_survives_an_interrupt(webui_servers):
+    server = webui_servers(delay=0.4)
     body = {
         "init_images": [encode_png(Image.new("RGB", (SIZE, SIZE), (90, 120, 150)))],
         "width": SIZE,
@@ -204,10 +163,10 @@ def test_double_renders_one_request_at_a_time_and_a_queued_one_survives_an_inter
 # --- pipelining -----------------------------------------------------------------------------
 
 
-def test_by_default_the_next_frame_already_waits_at_the_server(demo_clip, webui, backends):
-    server = webui(delay=0.3)
+def test_by_default_the_next_frame_already_waits_at_the_server(demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=0.3)
     spec = job_spec(demo_clip, [server.url])
-    backend = backends(spec)
+    backend = http_backends(spec)
     # One frame renders, one waits at the server behind it, one waits here with its body ready.
     assert backend.concurrency == 3 and backend.renders_at_once == 1
     outcome: dict[int, Any] = {}
@@ -218,10 +177,10 @@ def test_by_default_the_next_frame_already_waits_at_the_server(demo_clip, webui,
     assert sorted(outcome) == [0, 1] and all(isinstance(r, Img2ImgResult) for r in outcome.values())
 
 
-def test_frames_render_once_each_and_in_order_with_a_request_queued(tmp_path, demo_clip, webui, backends):
-    server = webui(delay=0.15)
+def test_frames_render_once_each_and_in_order_with_a_request_queued(tmp_path, demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=0.15)
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2})
-    backend = backends(spec)
+    backend = http_backends(spec)
     with create_job(spec, tmp_path / "job") as job, watch(lambda: holds_running_and_queued(server)) as queued_seen:
         run_job(job, backend=backend, finish=False)
         rows = job.ledger.frames()
@@ -237,11 +196,11 @@ def test_frames_render_once_each_and_in_order_with_a_request_queued(tmp_path, de
     assert server.state.rendered == [(seed, 1.0) for seed in seeds]
 
 
-def test_a_server_dying_with_a_request_queued_hands_both_to_the_other(webui, backends):
-    dying = webui(delay=0.3)
-    steady = webui(delay=0.3)
+def test_a_server_dying_with_a_request_queued_hands_both_to_the_other(webui_servers, http_backends):
+    dying = webui_servers(delay=0.3)
+    steady = webui_servers(delay=0.3)
     spec = job_spec(Path("unused.mp4"), [dying.url, steady.url], **{"backend.requests_per_server": 2})
-    backend = backends(spec)
+    backend = http_backends(spec)
     backend.preflight()
     outcome: dict[int, Any] = {}
     frames = 10
@@ -288,10 +247,10 @@ def test_a_server_dying_with_a_request_queued_hands_both_to_the_other(webui, bac
 # --- cancel -----------------------------------------------------------------------------------
 
 
-def test_cancel_with_a_request_queued_leaves_nothing_rendering(demo_clip, webui, backends):
-    server = webui(delay=2.0)
+def test_cancel_with_a_request_queued_leaves_nothing_rendering(demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=2.0)
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2, "sampling.steps": 20})
-    backend = backends(spec)
+    backend = http_backends(spec)
     backend.preflight()
     outcome: dict[int, Any] = {}
     threads = [call_in_thread(backend, request_for(spec, index), outcome) for index in range(2)]
@@ -311,10 +270,10 @@ def test_cancel_with_a_request_queued_leaves_nothing_rendering(demo_clip, webui,
     assert server.state.renders_completed == rendered  # and nothing starts later
 
 
-def test_cancelled_job_keeps_only_frames_the_server_finished(tmp_path, demo_clip, webui, backends):
-    server = webui(delay=0.6)
+def test_cancelled_job_keeps_only_frames_the_server_finished(tmp_path, demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=0.6)
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2})
-    backend = backends(spec)
+    backend = http_backends(spec)
     cancel = CancelToken()
 
     def on_event(event: RenderEvent) -> None:
@@ -338,11 +297,11 @@ def test_cancelled_job_keeps_only_frames_the_server_finished(tmp_path, demo_clip
     assert server.state.renders_completed == rendered
 
 
-def test_a_request_body_is_the_json_the_server_reads(demo_clip, webui, backends):
+def test_a_request_body_is_the_json_the_server_reads(demo_clip, webui_servers, http_backends):
     """Images are spliced into the JSON as bytes; the server must see the same fields as json.dumps gives."""
-    server = webui()
+    server = webui_servers()
     spec = job_spec(demo_clip, [server.url], prompt='quote " backslash \\ and <lora:x:1> \u00e9')
-    backend = backends(spec)
+    backend = http_backends(spec)
     request = dataclasses.replace(request_for(spec, 3), init_png=None, control_png=None)
     backend.img2img(request)
     sent = server.state.img2img_requests[-1]
@@ -351,10 +310,12 @@ def test_a_request_body_is_the_json_the_server_reads(demo_clip, webui, backends)
     assert np.array_equal(np.asarray(init.convert("RGB")), np.asarray(request.init_image))
 
 
-def test_one_server_with_a_frame_queued_still_reports_progress_inside_a_frame(tmp_path, demo_clip, webui, backends):
-    server = webui(delay=0.5)
+def test_one_server_with_a_frame_queued_still_reports_progress_inside_a_frame(
+    tmp_path, demo_clip, webui_servers, http_backends
+):
+    server = webui_servers(delay=0.5)
     spec = job_spec(demo_clip, [server.url], **{"source.end_frame": 3, "sampling.steps": 12})
-    backend = backends(spec)
+    backend = http_backends(spec)
     assert backend.concurrency > 1 and backend.renders_at_once == 1
     events: list[RenderEvent] = []
     with create_job(spec, tmp_path / "job") as job:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,51 +19,20 @@ import pytest
 from PIL import Image
 
 from vidstyle.backends.base import Img2ImgResult
-from vidstyle.backends.webui_api import WebUIApiBackend
 from vidstyle.errors import Cancelled
 from vidstyle.job import create_job
 from vidstyle.render import CancelToken, RenderEvent, run_job
-from vidstyle.spec import JobSpec
 
 try:
-    from tests.doubles.webui_double import DoubleServer, encode_png, make_webui_double
-    from tests.test_http_pipelining import FAST, SIZE, WAIT, call_in_thread, job_spec, request_for, wait_until
+    from tests.doubles.webui_double import DoubleServer, encode_png
+    from tests.test_http_pipelining import SIZE, WAIT, call_in_thread, job_spec, request_for, wait_until
 except ImportError:  # pytest run with tests/ (not the repo root) on sys.path
-    from doubles.webui_double import DoubleServer, encode_png, make_webui_double
-    from test_http_pipelining import FAST, SIZE, WAIT, call_in_thread, job_spec, request_for, wait_until
+    from doubles.webui_double import DoubleServer, encode_png
+    from test_http_pipelining import SIZE, WAIT, call_in_thread, job_spec, request_for, wait_until
 
+WEBUI_MODELS = ("anything-v5.safetensors",)  # what webui_servers doubles offer here
 FOREIGN_SEED = 424242
 PROGRESS_FIELDS = {"active", "queued", "completed", "progress", "eta", "live_preview", "id_live_preview", "textinfo"}
-
-
-@pytest.fixture
-def webui() -> Iterator[Callable[..., DoubleServer]]:
-    servers: list[DoubleServer] = []
-
-    def start(**options: Any) -> DoubleServer:
-        options.setdefault("models", ("anything-v5.safetensors",))
-        server = DoubleServer(make_webui_double(**options)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def backends() -> Iterator[Callable[..., WebUIApiBackend]]:
-    made: list[WebUIApiBackend] = []
-
-    def make(spec: JobSpec, **options: Any) -> WebUIApiBackend:
-        options.setdefault("policy", FAST)
-        backend = WebUIApiBackend(spec, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
 
 
 class ForeignClient:
@@ -118,8 +86,8 @@ def progress_of(server: DoubleServer, task: str) -> dict[str, Any]:
 # --- the double keeps tasks like modules/progress.py -------------------------------------------
 
 
-def test_double_reports_queued_active_and_completed_tasks(webui):
-    server = webui(delay=0.6)
+def test_double_reports_queued_active_and_completed_tasks(webui_servers):
+    server = webui_servers(delay=0.6)
     first = ForeignClient(server, task_id="first")
     wait_until(lambda: server.state.current_task == "first", "the first task runs")
     second = ForeignClient(server, task_id="second")
@@ -142,17 +110,17 @@ def test_double_reports_queued_active_and_completed_tasks(webui):
     assert server.state.finished_tasks[-1].startswith("task(img2img-")
     # Unknown fields are refused (upstream drops them); a WebUI with --nowebui has no such route.
     assert httpx.post(f"{server.url}/internal/progress", json={"id_task": "x", "bogus": 1}).status_code == 422
-    nowebui = webui(internal_progress=False)
+    nowebui = webui_servers(internal_progress=False)
     assert httpx.post(f"{nowebui.url}/internal/progress", json={"id_task": "x"}).status_code == 404
 
 
 # --- every request carries its own task id --------------------------------------------------------
 
 
-def test_every_request_carries_its_own_task_id(demo_clip, webui, backends):
-    server = webui()
+def test_every_request_carries_its_own_task_id(demo_clip, webui_servers, http_backends):
+    server = webui_servers()
     spec = job_spec(demo_clip, [server.url])
-    backend = backends(spec)
+    backend = http_backends(spec)
     for index in (0, 1, 1):
         assert isinstance(backend.img2img(request_for(spec, index)), Img2ImgResult)
     ids = [request["force_task_id"] for request in server.state.img2img_requests]
@@ -166,10 +134,10 @@ def test_every_request_carries_its_own_task_id(demo_clip, webui, backends):
 # --- cancel beside another client's job -------------------------------------------------------------
 
 
-def test_cancel_leaves_a_foreign_job_running_ahead_of_ours_alone(demo_clip, webui, backends):
-    server = webui(delay=1.5)
+def test_cancel_leaves_a_foreign_job_running_ahead_of_ours_alone(demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=1.5)
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2})
-    backend = backends(spec)
+    backend = http_backends(spec)
     backend.preflight()
     foreign = ForeignClient(server)
     wait_until(lambda: (server.state.current_task or "").startswith("task(img2img-"), "the foreign job runs")
@@ -193,10 +161,12 @@ def test_cancel_leaves_a_foreign_job_running_ahead_of_ours_alone(demo_clip, webu
     assert server.state.renders_completed == rendered
 
 
-def test_cancelled_job_with_a_foreign_job_queued_behind_it_keeps_each_frame_once(tmp_path, demo_clip, webui, backends):
-    server = webui(delay=0.6)
+def test_cancelled_job_with_a_foreign_job_queued_behind_it_keeps_each_frame_once(
+    tmp_path, demo_clip, webui_servers, http_backends
+):
+    server = webui_servers(delay=0.6)
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2})
-    backend = backends(spec)
+    backend = http_backends(spec)
     cancel = CancelToken()
     foreign: list[ForeignClient] = []
 
@@ -232,11 +202,11 @@ def test_cancelled_job_with_a_foreign_job_queued_behind_it_keeps_each_frame_once
 # --- a WebUI that cannot tell jobs apart -------------------------------------------------------------
 
 
-def test_without_internal_progress_cancel_interrupts_whatever_runs_and_says_so(demo_clip, webui, backends):
-    server = webui(delay=2.0, internal_progress=False)  # e.g. started with --nowebui
+def test_without_internal_progress_cancel_interrupts_whatever_runs_and_says_so(demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=2.0, internal_progress=False)  # e.g. started with --nowebui
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2, "sampling.steps": 20})
     messages: list[str] = []
-    backend = backends(spec, on_status=messages.append)
+    backend = http_backends(spec, on_status=messages.append)
     backend.preflight()
     outcome: dict[int, Any] = {}
     threads = [call_in_thread(backend, request_for(spec, index), outcome) for index in range(2)]
@@ -254,11 +224,11 @@ def test_without_internal_progress_cancel_interrupts_whatever_runs_and_says_so(d
     assert "another" in about[0]  # the user learns a foreign job there may have been stopped too
 
 
-def test_a_webui_that_drops_force_task_id_gets_the_same_fallback(demo_clip, webui, backends):
-    server = webui(delay=1.0, task_ids=False)  # a WebUI from before force_task_id
+def test_a_webui_that_drops_force_task_id_gets_the_same_fallback(demo_clip, webui_servers, http_backends):
+    server = webui_servers(delay=1.0, task_ids=False)  # a WebUI from before force_task_id
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2})
     messages: list[str] = []
-    backend = backends(spec, on_status=messages.append)
+    backend = http_backends(spec, on_status=messages.append)
     server.state.delay = 0.0
     backend.img2img(request_for(spec, 0))  # its answer's `parameters` show the id was dropped
     server.state.delay = 1.0

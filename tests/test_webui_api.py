@@ -10,7 +10,7 @@ import dataclasses
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,61 +22,21 @@ from PIL import Image, ImageDraw
 
 from vidstyle.backends import create_backend, webui_api
 from vidstyle.backends.base import Backend, Img2ImgRequest, Img2ImgResult
-from vidstyle.backends.webui_api import ALL_DOWN_MESSAGE, RetryPolicy, WebUIApiBackend
+from vidstyle.backends.webui_api import ALL_DOWN_MESSAGE, WebUIApiBackend
 from vidstyle.errors import BackendError, Cancelled, PreflightError, SpecError
 from vidstyle.spec import JobSpec, frame_seed
 
 try:
-    from tests.doubles.webui_double import DoubleServer, checkpoint_entry, controlnet_model_name, make_webui_double
+    from tests.doubles.webui_double import DoubleServer, checkpoint_entry, controlnet_model_name
+    from tests.webui_http_fixtures import FAST
 except ImportError:  # pytest run with tests/ (not the repo root) on sys.path
-    from doubles.webui_double import DoubleServer, checkpoint_entry, controlnet_model_name, make_webui_double
+    from doubles.webui_double import DoubleServer, checkpoint_entry, controlnet_model_name
+    from webui_http_fixtures import FAST
 
 SIZE = 64
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 CANNY = "control_v11p_sd15_canny"
-# Short timings so retries, set-asides and probes happen within a fraction of a second.
-FAST = RetryPolicy(
-    failures_before_set_aside=2,
-    backoff_seconds=0.02,
-    backoff_max_seconds=0.1,
-    probe_seconds=0.05,
-    probe_max_seconds=0.2,
-    check_timeout=5.0,
-    interrupt_timeout=5.0,
-    progress_seconds=0.02,
-    poll_seconds=0.01,
-)
 WAIT = 20.0  # upper bound for any wait on a thread; tests finish far sooner
-
-
-@pytest.fixture
-def webui() -> Iterator[Callable[..., DoubleServer]]:
-    """Start WebUI doubles on free loopback ports; all are stopped at the end."""
-    servers: list[DoubleServer] = []
-
-    def start(**options: Any) -> DoubleServer:
-        server = DoubleServer(make_webui_double(**options)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def backends() -> Iterator[Callable[..., WebUIApiBackend]]:
-    made: list[WebUIApiBackend] = []
-
-    def make(spec: JobSpec, **options: Any) -> WebUIApiBackend:
-        options.setdefault("policy", FAST)
-        backend = WebUIApiBackend(spec, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
 
 
 def make_spec(urls: list[str], **overrides: Any) -> JobSpec:
@@ -147,22 +107,22 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 # --- preflight ----------------------------------------------------------------------------
 
 
-def test_preflight_reports_an_unreachable_server(backends):
+def test_preflight_reports_an_unreachable_server(http_backends):
     url = closed_port_url()
-    problems = preflight_problems(backends(make_spec([url])))
+    problems = preflight_problems(http_backends(make_spec([url])))
     assert problems == [
         f"Cannot reach the WebUI at {url} (connection refused or host not found); start it with --api or fix the URL."
     ]
 
 
-def test_preflight_reports_a_server_that_never_answers(backends):
+def test_preflight_reports_a_server_that_never_answers(http_backends):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # accepts connections (the kernel does) but never answers
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
         policy = dataclasses.replace(FAST, check_timeout=0.3)
-        problems = preflight_problems(backends(make_spec([url]), policy=policy))
+        problems = preflight_problems(http_backends(make_spec([url]), policy=policy))
     finally:
         listener.close()
     assert problems == [
@@ -171,42 +131,42 @@ def test_preflight_reports_a_server_that_never_answers(backends):
     ]
 
 
-def test_preflight_reports_a_server_that_is_not_a_webui(backends):
+def test_preflight_reports_a_server_that_is_not_a_webui(http_backends):
     app = FastAPI()
     app.get("/sdapi/v1/sd-models", response_class=HTMLResponse)(lambda: "<html>login</html>")
     with DoubleServer(app) as other:
-        problems = preflight_problems(backends(make_spec([other.url])))
+        problems = preflight_problems(http_backends(make_spec([other.url])))
     assert problems == [
         f"The server at {other.url} does not answer like a Stable Diffusion WebUI "
         "(GET /sdapi/v1/sd-models did not return JSON); check the URL and port."
     ]
 
 
-def test_preflight_reports_a_webui_started_without_api(webui, backends):
-    server = webui(api_enabled=False)
-    problems = preflight_problems(backends(make_spec([server.url])))
+def test_preflight_reports_a_webui_started_without_api(webui_servers, http_backends):
+    server = webui_servers(api_enabled=False)
+    problems = preflight_problems(http_backends(make_spec([server.url])))
     assert problems == [
         f"The WebUI at {server.url} does not serve its API (/sdapi/v1 routes answer 404); restart it with the --api "
         "flag."
     ]
 
 
-def test_preflight_reports_missing_and_wrong_credentials(webui, backends):
-    server = webui(auth="alice:s3cret:x")
-    missing = preflight_problems(backends(make_spec([server.url])))
+def test_preflight_reports_missing_and_wrong_credentials(webui_servers, http_backends):
+    server = webui_servers(auth="alice:s3cret:x")
+    missing = preflight_problems(http_backends(make_spec([server.url])))
     assert missing == [f"The WebUI at {server.url} requires a login (it runs with --api-auth); give its user:password."]
-    wrong = preflight_problems(backends(make_spec([server.url]), auth="alice:nope"))
+    wrong = preflight_problems(http_backends(make_spec([server.url]), auth="alice:nope"))
     assert wrong == [
         f"The WebUI at {server.url} rejected the user name or password; give the user:password of its --api-auth."
     ]
-    backend = backends(make_spec([server.url]), auth="alice:s3cret:x")
+    backend = http_backends(make_spec([server.url]), auth="alice:s3cret:x")
     backend.preflight()  # a password may contain ':'
     assert backend.img2img(make_request(backend.spec, 0)).image.size == (SIZE, SIZE)
 
 
-def test_preflight_reports_a_missing_checkpoint_with_the_available_ones(webui, backends):
-    server = webui(models=[CHECKPOINT, "sd15/anything-v5.safetensors"])
-    problems = preflight_problems(backends(make_spec([server.url], **{"model.checkpoint": "counterfeit-v3"})))
+def test_preflight_reports_a_missing_checkpoint_with_the_available_ones(webui_servers, http_backends):
+    server = webui_servers(models=[CHECKPOINT, "sd15/anything-v5.safetensors"])
+    problems = preflight_problems(http_backends(make_spec([server.url], **{"model.checkpoint": "counterfeit-v3"})))
     titles = ", ".join(checkpoint_entry(name)["title"] for name in (CHECKPOINT, "sd15/anything-v5.safetensors"))
     assert problems == [
         f"Checkpoint 'counterfeit-v3' is not on the WebUI at {server.url}; put it in models/Stable-diffusion "
@@ -214,33 +174,33 @@ def test_preflight_reports_a_missing_checkpoint_with_the_available_ones(webui, b
     ]
 
 
-def test_preflight_reports_a_missing_lora(webui, backends):
-    server = webui(loras=["charA"])
+def test_preflight_reports_a_missing_lora(webui_servers, http_backends):
+    server = webui_servers(loras=["charA"])
     spec = make_spec([server.url], **{"model.loras": [{"name": "charA"}, {"name": "ghost", "weight": 0.5}]})
-    problems = preflight_problems(backends(spec))
+    problems = preflight_problems(http_backends(spec))
     assert problems == [
         f"LoRA 'ghost' is not on the WebUI at {server.url}; put it in models/Lora and refresh, or choose one of: charA."
     ]
 
 
-def test_preflight_reports_controlnet_not_installed(webui, backends):
-    server = webui(controlnet_installed=False)
-    problems = preflight_problems(backends(make_spec([server.url])))
+def test_preflight_reports_controlnet_not_installed(webui_servers, http_backends):
+    server = webui_servers(controlnet_installed=False)
+    problems = preflight_problems(http_backends(make_spec([server.url])))
     assert problems == [
         f"ControlNet is not installed on the WebUI at {server.url} (no /controlnet/model_list); "
         "install sd-webui-controlnet from its Extensions tab, or turn ControlNet off."
     ]
     # Without ControlNet the same server is fine, and no unit is sent.
-    backend = backends(make_spec([server.url], **{"controlnet.enabled": False}))
+    backend = http_backends(make_spec([server.url], **{"controlnet.enabled": False}))
     backend.img2img(make_request(backend.spec, 0))
     assert "alwayson_scripts" not in server.state.img2img_requests[-1]
 
 
 @pytest.mark.parametrize("flavor", ["a1111", "forge"])
-def test_preflight_reports_a_missing_controlnet_model(webui, backends, flavor):
-    server = webui(flavor=flavor, controlnet_models=[CANNY, "control_v11p_sd15_openpose"])
+def test_preflight_reports_a_missing_controlnet_model(webui_servers, http_backends, flavor):
+    server = webui_servers(flavor=flavor, controlnet_models=[CANNY, "control_v11p_sd15_openpose"])
     problems = preflight_problems(
-        backends(make_spec([server.url], **{"controlnet.model": "control_v11p_sd15_lineart"}))
+        http_backends(make_spec([server.url], **{"controlnet.model": "control_v11p_sd15_lineart"}))
     )
     listed = ", ".join(controlnet_model_name(n) for n in (CANNY, "control_v11p_sd15_openpose"))
     assert problems == [
@@ -249,39 +209,39 @@ def test_preflight_reports_a_missing_controlnet_model(webui, backends, flavor):
     ]
 
 
-def test_preflight_reports_an_unknown_sampler_and_scheduler(webui, backends):
-    server = webui(samplers=["Euler a", "DPM++ 2M"])
+def test_preflight_reports_an_unknown_sampler_and_scheduler(webui_servers, http_backends):
+    server = webui_servers(samplers=["Euler a", "DPM++ 2M"])
     spec = make_spec([server.url], **{"sampling.sampler": "Bogus Sampler", "sampling.scheduler": "Nope"})
-    assert preflight_problems(backends(spec)) == [
+    assert preflight_problems(http_backends(spec)) == [
         f"Sampler 'Bogus Sampler' is not on the WebUI at {server.url}; choose one of: Euler a, DPM++ 2M."
     ]
     spec = make_spec([server.url], **{"sampling.scheduler": "Nope"})
-    problems = preflight_problems(backends(spec))
+    problems = preflight_problems(http_backends(spec))
     assert len(problems) == 1
     assert problems[0].startswith(
         f"Schedule type 'Nope' is not on the WebUI at {server.url}; choose one of: Automatic, "
     )
 
 
-def test_preflight_checks_every_server_and_reports_each_problem(webui, backends):
-    no_lora = webui(loras=[])
-    no_model = webui(loras=["charA"], models=["other.safetensors"])
-    good = webui(loras=["charA"])
+def test_preflight_checks_every_server_and_reports_each_problem(webui_servers, http_backends):
+    no_lora = webui_servers(loras=[])
+    no_model = webui_servers(loras=["charA"], models=["other.safetensors"])
+    good = webui_servers(loras=["charA"])
     spec = make_spec([no_lora.url, no_model.url, good.url], **{"model.loras": [{"name": "charA"}]})
-    problems = preflight_problems(backends(spec))
+    problems = preflight_problems(http_backends(spec))
     assert len(problems) == 2
     assert problems[0].startswith(f"LoRA 'charA' is not on the WebUI at {no_lora.url};")
     assert problems[1].startswith(f"Checkpoint 'v1-5-pruned-emaonly' is not on the WebUI at {no_model.url};")
 
 
-def test_old_webui_without_schedulers_gets_no_scheduler_field(webui, backends):
-    server = webui(schedulers=None, samplers=["Euler a", "DPM++ 2M Karras"])
-    problems = preflight_problems(backends(make_spec([server.url], **{"sampling.scheduler": "Karras"})))
+def test_old_webui_without_schedulers_gets_no_scheduler_field(webui_servers, http_backends):
+    server = webui_servers(schedulers=None, samplers=["Euler a", "DPM++ 2M Karras"])
+    problems = preflight_problems(http_backends(make_spec([server.url], **{"sampling.scheduler": "Karras"})))
     assert problems == [
         f"The WebUI at {server.url} is older than 1.9 and has no schedule types; set the scheduler to Automatic "
         "(or use a sampler name that includes it, e.g. 'DPM++ 2M Karras')."
     ]
-    backend = backends(make_spec([server.url], **{"sampling.sampler": "DPM++ 2M Karras"}))
+    backend = http_backends(make_spec([server.url], **{"sampling.sampler": "DPM++ 2M Karras"}))
     backend.img2img(make_request(backend.spec, 0))  # the double rejects a 'scheduler' field here
     sent = server.state.img2img_requests[-1]
     assert "scheduler" not in sent and sent["sampler_name"] == "DPM++ 2M Karras"
@@ -301,10 +261,12 @@ def test_old_webui_without_schedulers_gets_no_scheduler_field(webui, backends):
     ],
 )
 @pytest.mark.parametrize("controlnet_model", [CANNY, controlnet_model_name(CANNY), CANNY + " [0000abcd]"])
-def test_names_with_or_without_hash_resolve_to_the_listed_names(webui, backends, checkpoint, controlnet_model):
-    server = webui()
+def test_names_with_or_without_hash_resolve_to_the_listed_names(
+    webui_servers, http_backends, checkpoint, controlnet_model
+):
+    server = webui_servers()
     spec = make_spec([server.url], **{"model.checkpoint": checkpoint, "controlnet.model": controlnet_model})
-    backend = backends(spec)
+    backend = http_backends(spec)
     backend.img2img(make_request(spec, 0))
     sent = server.state.img2img_requests[-1]
     assert sent["override_settings"] == {"sd_model_checkpoint": checkpoint_entry(CHECKPOINT)["title"]}
@@ -312,15 +274,15 @@ def test_names_with_or_without_hash_resolve_to_the_listed_names(webui, backends,
     assert unit_of(sent)["model"] == controlnet_model_name(CANNY)
 
 
-def test_sampler_alias_and_scheduler_suffix_are_resolved(webui, backends):
-    server = webui()
-    backend = backends(make_spec([server.url], **{"sampling.sampler": "DPM++ 2M Karras"}))
+def test_sampler_alias_and_scheduler_suffix_are_resolved(webui_servers, http_backends):
+    server = webui_servers()
+    backend = http_backends(make_spec([server.url], **{"sampling.sampler": "DPM++ 2M Karras"}))
     backend.img2img(make_request(backend.spec, 0))
     assert (server.state.img2img_requests[-1]["sampler_name"], server.state.img2img_requests[-1]["scheduler"]) == (
         "DPM++ 2M",
         "Karras",
     )
-    backend = backends(
+    backend = http_backends(
         make_spec([server.url], **{"sampling.sampler": "k_euler_a", "sampling.scheduler": "sgm_uniform"})
     )
     backend.img2img(make_request(backend.spec, 0))
@@ -330,21 +292,21 @@ def test_sampler_alias_and_scheduler_suffix_are_resolved(webui, backends):
     )
 
 
-def test_checkpoint_override_selects_the_model_and_restores_the_server_setting(webui, backends):
-    server = webui(models=["other.safetensors", CHECKPOINT], loaded_model="other.safetensors")
-    backend = backends(make_spec([server.url]))
+def test_checkpoint_override_selects_the_model_and_restores_the_server_setting(webui_servers, http_backends):
+    server = webui_servers(models=["other.safetensors", CHECKPOINT], loaded_model="other.safetensors")
+    backend = http_backends(make_spec([server.url]))
     result = backend.img2img(make_request(backend.spec, 0))
     assert result.info["sd_model_name"] == "v1-5-pruned-emaonly"
     assert "Model: v1-5-pruned-emaonly" in result.info["parameters"]
     assert server.state.options["sd_model_checkpoint"] == checkpoint_entry("other.safetensors")["title"]
 
 
-def test_lora_tags_use_the_name_the_server_lists(webui, backends):
-    server = webui(loras=[{"name": "charA_v2", "alias": "charA"}, "style_flat"])
+def test_lora_tags_use_the_name_the_server_lists(webui_servers, http_backends):
+    server = webui_servers(loras=[{"name": "charA_v2", "alias": "charA"}, "style_flat"])
     spec = make_spec(
         [server.url], **{"model.loras": [{"name": "charA", "weight": 0.75}, {"name": "style_flat", "weight": 1.0}]}
     )
-    result = backends(spec).img2img(make_request(spec, 0))
+    result = http_backends(spec).img2img(make_request(spec, 0))
     assert server.state.img2img_requests[-1]["prompt"] == "1girl, anime style <lora:charA_v2:0.75> <lora:style_flat:1>"
     assert 'Lora hashes: "charA_v2: ' in result.info["parameters"]
 
@@ -353,13 +315,13 @@ def test_lora_tags_use_the_name_the_server_lists(webui, backends):
 
 
 @pytest.mark.parametrize("flavor,identity", [("a1111", "none"), ("forge", "None")])
-def test_our_canny_map_goes_with_the_identity_preprocessor(webui, backends, flavor, identity):
-    server = webui(flavor=flavor)
+def test_our_canny_map_goes_with_the_identity_preprocessor(webui_servers, http_backends, flavor, identity):
+    server = webui_servers(flavor=flavor)
     spec = make_spec(
         [server.url], **{"controlnet.weight": 1.2, "controlnet.control_mode": "ControlNet is more important"}
     )
     request = make_request(spec, 3)
-    result = backends(spec).img2img(request)
+    result = http_backends(spec).img2img(request)
     sent = server.state.img2img_requests[-1]
     unit = unit_of(sent)
     assert unit["module"] == identity
@@ -387,33 +349,33 @@ def test_our_canny_map_goes_with_the_identity_preprocessor(webui, backends, flav
 
 
 @pytest.mark.parametrize("flavor", ["a1111", "forge"])
-def test_server_side_canny_gets_the_source_frame_and_thresholds(webui, backends, flavor):
-    server = webui(flavor=flavor)
+def test_server_side_canny_gets_the_source_frame_and_thresholds(webui_servers, http_backends, flavor):
+    server = webui_servers(flavor=flavor)
     spec = make_spec(
         [server.url],
         **{"controlnet.preprocessor": "server", "controlnet.low_threshold": 50, "controlnet.high_threshold": 150},
     )
-    backends(spec).img2img(make_request(spec, 1))
+    http_backends(spec).img2img(make_request(spec, 1))
     sent = server.state.img2img_requests[-1]
     unit = unit_of(sent)
     assert (unit["module"], unit["threshold_a"], unit["threshold_b"]) == ("canny", 50.0, 150.0)
     assert unit["image"] == sent["init_images"][0]
 
 
-def test_thresholds_sd_webui_controlnet_would_silently_replace_are_refused(webui, backends):
-    server = webui(flavor="a1111")
+def test_thresholds_sd_webui_controlnet_would_silently_replace_are_refused(webui_servers, http_backends):
+    server = webui_servers(flavor="a1111")
     spec = make_spec([server.url], **{"controlnet.preprocessor": "server", "controlnet.low_threshold": 0})
-    assert preflight_problems(backends(spec)) == [
+    assert preflight_problems(http_backends(spec)) == [
         f"Canny low threshold 0 is outside 1..255, which the ControlNet extension at {server.url} accepts; "
         "change it or use preprocessor 'ours'."
     ]
 
 
-def test_result_carries_the_webui_info_and_its_infotext(webui, backends):
-    server = webui()
+def test_result_carries_the_webui_info_and_its_infotext(webui_servers, http_backends):
+    server = webui_servers()
     spec = make_spec([server.url])
     request = make_request(spec, 2)
-    result = backends(spec).img2img(request)
+    result = http_backends(spec).img2img(request)
     assert isinstance(result, Img2ImgResult)
     assert result.image.mode == "RGB" and result.image.size == (SIZE, SIZE)
     assert result.info["backend"] == "webui_api" and result.info["server"] == server.url
@@ -424,11 +386,11 @@ def test_result_carries_the_webui_info_and_its_infotext(webui, backends):
     )
 
 
-def test_a_request_the_server_rejects_names_the_field(webui, backends, monkeypatch):
-    server = webui()
+def test_a_request_the_server_rejects_names_the_field(webui_servers, http_backends, monkeypatch):
+    server = webui_servers()
     original = webui_api.controlnet_unit
     monkeypatch.setattr(webui_api, "controlnet_unit", lambda *args: {**original(*args), "lowvram_mode": True})
-    backend = backends(make_spec([server.url]))
+    backend = http_backends(make_spec([server.url]))
     with pytest.raises(BackendError) as caught:
         backend.img2img(make_request(backend.spec, 5))
     assert str(caught.value) == (
@@ -439,10 +401,10 @@ def test_a_request_the_server_rejects_names_the_field(webui, backends, monkeypat
     assert len(server.state.img2img_requests) == 1  # not retried: it would be refused again
 
 
-def test_a_frame_failing_on_every_attempt_raises_instead_of_looping(webui, backends):
-    server = webui(fail_every=1)
+def test_a_frame_failing_on_every_attempt_raises_instead_of_looping(webui_servers, http_backends):
+    server = webui_servers(fail_every=1)
     policy = dataclasses.replace(FAST, server_errors_per_frame=3)
-    backend = backends(make_spec([server.url]), policy=policy)
+    backend = http_backends(make_spec([server.url]), policy=policy)
     with pytest.raises(BackendError) as caught:
         backend.img2img(make_request(backend.spec, 0))
     assert str(caught.value).startswith(
@@ -476,13 +438,13 @@ def render_all(
     return results
 
 
-def test_frames_spread_over_failing_slow_and_dying_servers_render_exactly_once(webui, backends):
-    failing = webui(fail_every=1)
-    slow = webui(delay=0.3)
-    fast = webui(delay=0.02)
+def test_frames_spread_over_failing_slow_and_dying_servers_render_exactly_once(webui_servers, http_backends):
+    failing = webui_servers(fail_every=1)
+    slow = webui_servers(delay=0.3)
+    fast = webui_servers(delay=0.02)
     spec = make_spec([failing.url, slow.url, fast.url])
     statuses: list[str] = []
-    backend = backends(spec, on_status=statuses.append)
+    backend = http_backends(spec, on_status=statuses.append)
     backend.preflight()
     # Per server by default: one request rendering, one queued there, one call ready to send.
     assert backend.concurrency == 9
@@ -521,11 +483,11 @@ def test_frames_spread_over_failing_slow_and_dying_servers_render_exactly_once(w
     assert states[failing.url]["frames_done"] == 0
 
 
-def test_a_server_that_times_out_is_set_aside_and_its_frames_go_elsewhere(webui, backends):
-    stuck = webui(delay=3.0)
-    good = webui()
+def test_a_server_that_times_out_is_set_aside_and_its_frames_go_elsewhere(webui_servers, http_backends):
+    stuck = webui_servers(delay=3.0)
+    good = webui_servers()
     spec = make_spec([stuck.url, good.url], **{"backend.timeout": 0.5})
-    backend = backends(spec)
+    backend = http_backends(spec)
     results = render_all(backend, spec, 6)
     assert sorted(results) == list(range(6))
     assert {result.info["server"] for result in results.values()} == {good.url}
@@ -538,8 +500,8 @@ def test_a_server_that_times_out_is_set_aside_and_its_frames_go_elsewhere(webui,
     )
 
 
-def test_with_every_server_down_calls_wait_and_resume_when_one_returns(webui, backends):
-    server = webui(delay=0.02)
+def test_with_every_server_down_calls_wait_and_resume_when_one_returns(webui_servers, http_backends):
+    server = webui_servers(delay=0.02)
     statuses: list[str] = []
     down = threading.Event()
 
@@ -548,7 +510,7 @@ def test_with_every_server_down_calls_wait_and_resume_when_one_returns(webui, ba
         if message == ALL_DOWN_MESSAGE:
             down.set()
 
-    backend = backends(make_spec([server.url]), on_status=on_status)
+    backend = http_backends(make_spec([server.url]), on_status=on_status)
     backend.preflight()
     server.stop()
     outcome: dict[str, Any] = {}
@@ -571,9 +533,9 @@ def test_with_every_server_down_calls_wait_and_resume_when_one_returns(webui, ba
 # --- cancel and progress ------------------------------------------------------------------
 
 
-def test_interrupt_stops_the_server_and_cancels_in_flight_and_later_calls(webui, backends):
-    server = webui(delay=3.0)
-    backend = backends(make_spec([server.url]))
+def test_interrupt_stops_the_server_and_cancels_in_flight_and_later_calls(webui_servers, http_backends):
+    server = webui_servers(delay=3.0)
+    backend = http_backends(make_spec([server.url]))
     backend.preflight()
     outcome: dict[str, BaseException] = {}
 
@@ -596,10 +558,10 @@ def test_interrupt_stops_the_server_and_cancels_in_flight_and_later_calls(webui,
         backend.img2img(make_request(backend.spec, 1))
 
 
-def test_interrupt_releases_calls_waiting_for_a_server(webui, backends):
-    server = webui()
+def test_interrupt_releases_calls_waiting_for_a_server(webui_servers, http_backends):
+    server = webui_servers()
     statuses: list[str] = []
-    backend = backends(make_spec([server.url]), on_status=statuses.append)
+    backend = http_backends(make_spec([server.url]), on_status=statuses.append)
     backend.preflight()
     server.stop()
     outcome: dict[str, BaseException] = {}
@@ -618,10 +580,10 @@ def test_interrupt_releases_calls_waiting_for_a_server(webui, backends):
     assert isinstance(outcome.get("error"), Cancelled)
 
 
-def test_single_server_progress_reaches_the_callback(webui, backends):
-    server = webui(delay=0.6)
+def test_single_server_progress_reaches_the_callback(webui_servers, http_backends):
+    server = webui_servers(delay=0.6)
     seen: list[tuple] = []
-    backend = backends(
+    backend = http_backends(
         make_spec([server.url], **{"sampling.steps": 12}), on_progress=lambda f, eta: seen.append((f, eta))
     )
     backend.img2img(make_request(backend.spec, 0))
@@ -634,8 +596,8 @@ def test_single_server_progress_reaches_the_callback(webui, backends):
 # --- construction -------------------------------------------------------------------------
 
 
-def test_create_backend_builds_it_from_the_spec(webui):
-    first, second = webui(), webui()
+def test_create_backend_builds_it_from_the_spec(webui_servers):
+    first, second = webui_servers(), webui_servers()
     spec = make_spec([first.url + "/", second.url.replace("http://", "")], **{"backend.requests_per_server": 2})
     backend = create_backend(spec)
     try:

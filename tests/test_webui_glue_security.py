@@ -99,3 +99,23 @@ def test_with_api_auth_both_auth_and_the_header_are_needed(webui: WebUI, demo_cl
         from modules import script_callbacks
 
         script_callbacks.script_unloaded_callback()
+
+
+def test_a_setting_that_is_not_a_number_is_one_sentence_at_startup(
+    webui: WebUI,  # noqa: F811  (the fixture imported above)
+    capsys: Any,
+) -> None:
+    from modules import shared
+
+    shared.opts.vidstyle_api_max_queued_jobs = "lots"
+    shared.opts.vidstyle_api_max_upload_mb = "big"
+    glue, client = mounted(webui)
+    try:
+        err = capsys.readouterr().err
+        assert "/vidstyle/v1 is not served; fix the setting" in err and "Traceback" not in err
+        assert "max_queued_jobs" in err or "max_upload_bytes" in err
+        assert client.get(f"{API}/jobs").status_code == 404  # nothing mounted
+    finally:
+        from modules import script_callbacks
+
+        script_callbacks.script_unloaded_callback()

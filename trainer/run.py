@@ -25,7 +25,7 @@ from typing import Any
 
 from vidstyle.atomic import write_text
 from vidstyle.compat import BaseModel, Extra, Field, ValidationError
-from vidstyle.errors import JobStateError, ModelNotFoundError, SpecError, UserInputError
+from vidstyle.errors import JobStateError, ModelNotFoundError, OutputError, SpecError, UserInputError
 from vidstyle.filenames import safe_name
 from vidstyle.overrides import describe_validation_error
 from vidstyle.safetensors_header import read_header
@@ -542,7 +542,19 @@ def header_text(plan: RunPlan, what: str) -> str:
 
 
 def write_run(plan: RunPlan, run_dir: Path, command: str, argv: Sequence[str]) -> None:
+    try:
+        _write_run_files(plan, run_dir, command, argv)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write the run folder {run_dir} ({exc.strerror or exc}); choose another --out or free disk space."
+        ) from None
+
+
+def _write_run_files(plan: RunPlan, run_dir: Path, command: str, argv: Sequence[str]) -> None:
+    """Each file is written atomically; run.json, last, marks the folder complete."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    # A rewrite (--force) that fails half-way must not leave new configs under an old marker.
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
     dataset_header = header_text(plan, "Dataset config (--dataset_config)")
     if plan.validation == "heldout":
         dataset_header += (

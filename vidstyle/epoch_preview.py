@@ -87,6 +87,12 @@ def check_epochs(epochs: Sequence[EpochLora], where: str) -> None:
             )
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output path that is a file before any rendering, not with a traceback after it."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserInputError(f"{out_dir} is a file, not a folder; choose another output folder for the preview.")
+
+
 def checkpoint_family(spec: JobSpec) -> str | None:
     """The family of the checkpoint the preview renders with, where this process can read it (diffusers)."""
     if spec.backend.kind not in ("diffusers", "ray"):  # ray: diffusers in actors, same checkpoint path
@@ -117,22 +123,22 @@ def check_families(epochs: Sequence[EpochLora], model_family: str | None, checkp
 
 
 @dataclass
-class _Column:
+class PreviewColumn:
     frame: int
     init: Image.Image
     control: Image.Image
 
 
-def read_columns(spec: JobSpec, frames: Sequence[int]) -> list[_Column]:
+def read_columns(spec: JobSpec, frames: Sequence[int]) -> list[PreviewColumn]:
     """The chosen frames fitted to the job size, with their canny maps, as the job would make them."""
     wanted = set(frames)
-    found: dict[int, _Column] = {}
+    found: dict[int, PreviewColumn] = {}
     info = probe(spec.source.path, spec.source.sequence_fps)
     for frame in iter_frames(spec.source.path, spec.source, info):
         if frame.index in wanted:
             fitted = fit_frame(frame.image, spec.size.width, spec.size.height, spec.size.fit)
             control = control_for_spec(fitted, spec.controlnet)
-            found[frame.index] = _Column(frame.index, Image.fromarray(fitted), Image.fromarray(control))
+            found[frame.index] = PreviewColumn(frame.index, Image.fromarray(fitted), Image.fromarray(control))
             if len(found) == len(wanted):
                 break
     return [found[index] for index in sorted(found)]
@@ -157,7 +163,7 @@ def _stage_for(spec: JobSpec, lora_dir: Path | None, auth: str | None) -> LoraSt
     return None
 
 
-def _request(spec: JobSpec, column: _Column, loras: list[LoraRef]) -> Img2ImgRequest:
+def preview_request(spec: JobSpec, column: PreviewColumn, loras: list[LoraRef]) -> Img2ImgRequest:
     return Img2ImgRequest(
         frame_index=column.frame,
         init_image=column.init,
@@ -180,7 +186,7 @@ def _request(spec: JobSpec, column: _Column, loras: list[LoraRef]) -> Img2ImgReq
 
 def _render_cells(
     spec: JobSpec,
-    columns: list[_Column],
+    columns: list[PreviewColumn],
     epoch_names: list[str],
     weight: float,
     backend: Backend,
@@ -196,9 +202,9 @@ def _render_cells(
             if cancel.cancelled:
                 raise Cancelled("Preview cancelled; nothing was written.")
             loras = list(spec.model.loras) + [LoraRef(name=name, weight=weight)]
-            image = backend.img2img(_request(spec, column, loras)).image.convert("RGB")
+            image = backend.img2img(preview_request(spec, column, loras)).image.convert("RGB")
             # Kept at cell size only: many epochs x frames at full size would hold hundreds of MB.
-            row.append(image.resize(_cell_size(spec.size.width, spec.size.height), Image.Resampling.LANCZOS))
+            row.append(image.resize(preview_cell_size(spec.size.width, spec.size.height), Image.Resampling.LANCZOS))
             done += 1
             on_event(RenderEvent("frame", "render", done, total, column.frame))
         rows.append(row)
@@ -230,6 +236,7 @@ def render_epoch_preview(
     cancel = cancel or CancelToken()
     epochs = sorted(epochs, key=lambda e: e.epoch)
     check_epochs(epochs, run_label)
+    check_out_dir(out_dir)
     if not spec.source.path:
         raise UserInputError("No source video given; give the video to preview the epochs on.")
     check_families(epochs, checkpoint_family(spec), spec.model.checkpoint)
@@ -267,7 +274,7 @@ def render_epoch_preview(
             backend.close()
         if stage is not None:
             stage.close()
-    cell = _cell_size(spec.size.width, spec.size.height)
+    cell = preview_cell_size(spec.size.width, spec.size.height)
     grid = draw_grid(columns, epochs, cells, cell)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +290,7 @@ def render_epoch_preview(
 # --------------------------------------------------------------------------- grid image
 
 
-def _cell_size(width: int, height: int) -> tuple[int, int]:
+def preview_cell_size(width: int, height: int) -> tuple[int, int]:
     scale = min(1.0, MAX_CELL / float(max(width, height)))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
@@ -308,7 +315,7 @@ def row_labels(epochs: Sequence[EpochLora]) -> list[tuple[str, str]]:
 
 
 def draw_grid(
-    columns: Sequence[_Column],
+    columns: Sequence[PreviewColumn],
     epochs: Sequence[EpochLora],
     cells: Sequence[Sequence[Image.Image]],
     cell: tuple[int, int],
@@ -350,7 +357,7 @@ def _data_uri(image: Image.Image, cell: tuple[int, int]) -> str:
 
 def page_html(
     spec: JobSpec,
-    columns: Sequence[_Column],
+    columns: Sequence[PreviewColumn],
     epochs: Sequence[EpochLora],
     cells: Sequence[Sequence[Image.Image]],
     cell: tuple[int, int],

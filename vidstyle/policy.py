@@ -83,6 +83,28 @@ class ServerPolicy(BaseModel):
         values.setdefault("backends", ["webui_local"])
         return cls(**values)
 
+    @classmethod
+    def from_webui_settings(
+        cls, backends: Sequence[str], webui_urls: str, max_upload_mb: Any, max_queued_jobs: Any, max_job_megapixels: Any
+    ) -> ServerPolicy:
+        """The policy from the WebUI's settings: URLs one per line or comma-separated, uploads in MB.
+
+        Values are passed through unconverted so a bad setting is a ValidationError naming it.
+        """
+        urls = [url.strip() for url in str(webui_urls or "").replace(",", "\n").splitlines() if url.strip()]
+        values: dict[str, Any] = {
+            "webui_urls": urls,
+            "max_queued_jobs": max_queued_jobs,
+            "max_job_megapixels": max_job_megapixels,
+        }
+        if list(backends):
+            values["backends"] = list(backends)
+        try:
+            values["max_upload_bytes"] = int(float(max_upload_mb) * MIB)
+        except (TypeError, ValueError):
+            values["max_upload_bytes"] = max_upload_mb  # pydantic names the bad value
+        return cls.for_webui(**values)
+
     def credentials(self) -> str | None:
         return self.webui_auth.get_secret_value() if self.webui_auth is not None else None
 

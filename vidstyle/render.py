@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import coherence
+from . import atomic, coherence
 from .backends import create_backend
 from .backends.base import (
     Backend,
@@ -567,8 +567,9 @@ def _keep_current(job: Job, row: FrameRow) -> str | None:
         return None
     history = job.history_path(row.idx, row.attempt)
     history.parent.mkdir(exist_ok=True)
-    if not history.exists():
-        shutil.copy2(job.out_path(row.idx), history)
+    if not history.exists():  # atomic: a half-copied file here would be taken as kept on the next redo
+        with atomic.atomic_path(history) as tmp:
+            shutil.copy2(job.out_path(row.idx), tmp)
     return str(history.relative_to(job.root))
 
 

@@ -477,6 +477,7 @@ def create_router(
     @route("POST", "/preview")
     async def preview(request: Request) -> Any:
         """Render the settings on a few frames into one grid; answers with the grid's and page's URLs."""
+        from .epoch_frames import parse_frames
         from .settings_preview import MAX_RUN_FRAMES
 
         body = _parse(PreviewBody, await _json(request, policy.max_body_bytes), "request body")
@@ -484,7 +485,11 @@ def create_router(
         source = resolve_source(spec.source.path, allowed_roots)
         spec = spec.with_overrides({"source.path": str(source)})
         run = MAX_RUN_FRAMES if body.run_frames is None else body.run_frames
-        policy.check_size(body.count + run, spec.size.width, spec.size.height)
+        shown = body.count
+        if body.frames.strip().lower() != "auto":  # listed frames, not `count`, decide the grid's size
+            clip_frames = await run_in_threadpool(manager.selection_frames, spec)  # probes: off the loop
+            shown = len(parse_frames(body.frames, clip_frames))
+        policy.check_size(shown + run, spec.size.width, spec.size.height)
         result = await run_in_threadpool(manager.preview, spec, body.frames, body.count, body.run_frames)
         preview_id = result.grid_path.parent.name
         base = f"{PREFIX}/previews/{preview_id}"

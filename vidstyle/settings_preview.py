@@ -28,7 +28,15 @@ from .atomic import atomic_path, write_text
 from .backends import create_backend
 from .backends.base import Backend, BackendFactory
 from .epoch_frames import DEFAULT_COUNT, choose_frames
-from .epoch_preview import _cell_size, _Column, _request, draw_rows, grid_table, read_columns
+from .epoch_preview import (
+    PreviewColumn,
+    check_out_dir,
+    draw_rows,
+    grid_table,
+    preview_cell_size,
+    preview_request,
+    read_columns,
+)
 from .errors import Cancelled, UserInputError
 from .events import EventCallback
 from .render import CancelToken, RenderEvent
@@ -84,13 +92,13 @@ class _Renderer:
         self.done, self.total = 0, total
         self._alone: dict[int, np.ndarray] = {}  # a frame rendered alone twice (chosen and run start) is one call
 
-    def render(self, column: _Column, init: np.ndarray | None = None, denoise: float | None = None) -> np.ndarray:
+    def render(self, column: PreviewColumn, init: np.ndarray | None = None, denoise: float | None = None) -> np.ndarray:
         if init is None and column.frame in self._alone:
             self.done += 1
             return self._alone[column.frame]
         if self.cancel.cancelled:
             raise Cancelled("Preview cancelled; nothing was written.")
-        request = _request(self.spec, column, list(self.spec.model.loras))
+        request = preview_request(self.spec, column, list(self.spec.model.loras))
         if init is not None:  # a guided frame: the ControlNet still sees the source frame's canny map
             request = with_changes(
                 request,
@@ -109,7 +117,7 @@ class _Renderer:
 
 
 def render_run(
-    renderer: _Renderer, spec: JobSpec, mode: str, columns: Sequence[_Column]
+    renderer: _Renderer, spec: JobSpec, mode: str, columns: Sequence[PreviewColumn]
 ) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Consecutive frames made as the render loop would in `mode`: (outputs, how each was made, notes)."""
     coh = spec.coherence.copy(update={"mode": mode})
@@ -165,6 +173,7 @@ def render_settings_preview(
     cancel = cancel or CancelToken()
     if not spec.source.path:
         raise UserInputError("No source video given; give the video to preview the settings on.")
+    check_out_dir(out_dir)
     spec = spec.resolved()  # one seed for the whole grid, shown on it
     length, mode = run_length(spec, run_frames)
     on_event(RenderEvent("stage", "prepare", message="choosing frames"))
@@ -208,7 +217,7 @@ def render_settings_preview(
     headers = [f"frame {f}" for f in chosen] + [f"{f} {how}" for f, how in zip(run, hows, strict=False)]
     cells = [Image.fromarray(image) for image in results + run_results]
     rows = [[c.init for c in columns], [c.control for c in columns], cells]
-    cell = _cell_size(spec.size.width, spec.size.height)
+    cell = preview_cell_size(spec.size.width, spec.size.height)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grid_path, html_path = out_dir / f"{name}.png", out_dir / f"{name}.html"

@@ -491,6 +491,8 @@ def load_spec(preset: str | None = None, overrides: Mapping[str, Any] | None = N
         path = preset_path(preset)
         data = read_toml(path, "preset")
         what = f"preset {path.name}"
+    if overrides:  # a bad value may come from either; name both rather than blame the preset
+        what = f"{what} with your settings"
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
     return build_spec(data, what=what)

@@ -47,10 +47,10 @@ class AudioCopier:
         try:
             copier._start(container, source, start, end)
         except _NoAudio as reason:
-            copier._close_source()
+            copier.close_source()
             copier.note = str(reason)
         except (av.error.FFmpegError, MediaError, OSError, ValueError, RuntimeError):
-            copier._close_source()
+            copier.close_source()
             copier.note = f"The audio track of {source} is damaged or unreadable, so the result has no audio."
             warn(copier.note)
         return copier
@@ -152,15 +152,15 @@ class AudioCopier:
         try:
             self.container.mux(self.output.encode(None))
         finally:
-            self._close_source()
+            self.close_source()
 
     def _stop(self, note: str) -> None:
         self.kept = self.written > 0
         self.note = note
         self.warn(note)
-        self._close_source()
+        self.close_source()
 
-    def _close_source(self) -> None:
+    def close_source(self) -> None:
         if self.source is not None:
             self.source.close()
             self.source = None

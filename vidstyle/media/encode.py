@@ -61,6 +61,7 @@ def encode_video(
     with atomic_path(out_path, suffix=".mp4") as tmp:
         # faststart puts the index first, so players (and the gradio tab) start before the end loads.
         container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        audio: AudioCopier | None = None
         try:
             writer = _VideoWriter(container, rate, crf, preset, first_rgb.shape[1], first_rgb.shape[0], warn)
             audio = AudioCopier.open(container, audio_from, audio_start, audio_end, warn)
@@ -74,6 +75,8 @@ def encode_video(
         except BaseException:
             _drain_encoders(list(container.streams))
             _close_quietly(container)  # the temp file is discarded by atomic_path
+            if audio is not None:  # not left open for as long as the error (and its traceback) is kept
+                audio.close_source()
             raise
         container.close()
     return EncodeReport(
