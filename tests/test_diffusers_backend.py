@@ -81,25 +81,9 @@ def backend(lora_path: Path) -> DiffusersBackend:
 
 
 def _request(frame: dict[str, Image.Image], spec: JobSpec, **changes: Any) -> Img2ImgRequest:
-    request = Img2ImgRequest(
-        frame_index=0,
-        init_image=frame["init"],
-        control_image=frame["control"],
-        prompt="1girl, anime style",
-        negative_prompt="lowres",
-        checkpoint=spec.model.checkpoint,
-        loras=list(spec.model.loras),
-        controlnet=spec.controlnet,
-        width=SIZE,
-        height=SIZE,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=spec.sampling.seed,
-    )
-    return dataclasses.replace(request, **changes)
+    request = Img2ImgRequest.for_spec(spec, 0, frame["init"], frame["control"], spec.sampling.seed)
+    # The specs carry no prompt; the request brings its own (a test may replace it too).
+    return dataclasses.replace(request, **{"prompt": "1girl, anime style", "negative_prompt": "lowres", **changes})
 
 
 def _pixels(engine: DiffusersBackend, request: Img2ImgRequest) -> np.ndarray:

@@ -69,23 +69,12 @@ def job_spec(clip: Path, urls: list[str], **extra: Any) -> JobSpec:
 
 def request_for(spec: JobSpec, index: int) -> Img2ImgRequest:
     shade = (index * 37) % 256
-    return Img2ImgRequest(
-        frame_index=index,
-        init_image=Image.new("RGB", (SIZE, SIZE), (shade, 255 - shade, (index * 11) % 256)),
-        control_image=Image.new("RGB", (SIZE, SIZE)),
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        checkpoint=spec.model.checkpoint,
-        loras=list(spec.model.loras),
-        controlnet=spec.controlnet,
-        width=spec.size.width,
-        height=spec.size.height,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=frame_seed(spec, index, 0),
+    return Img2ImgRequest.for_spec(
+        spec,
+        index,
+        Image.new("RGB", (SIZE, SIZE), (shade, 255 - shade, (index * 11) % 256)),
+        Image.new("RGB", (SIZE, SIZE)),
+        frame_seed(spec, index, 0),
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vidstyle.errors import MediaError
-from vidstyle.imageio import png_text, read_image, read_png, write_png
+from vidstyle.imageio import decode_png, png_text, read_image, read_png, write_png
 
 
 def test_png_round_trip_is_lossless(tmp_path: Path) -> None:
@@ -52,3 +52,27 @@ def test_read_image_jpg_and_errors(tmp_path: Path) -> None:
         read_png(tmp_path / "missing.png")
     with pytest.raises(MediaError):
         png_text(tmp_path / "broken.png")
+
+
+def test_text_chunks_are_read_back_by_pillow_as_the_webui_png_info_does(tmp_path: Path) -> None:
+    """Frames are encoded by OpenCV and given their infotext as tEXt (Latin-1) or iTXt (anything else)."""
+    rgb = (np.random.default_rng(2).random((40, 56, 3)) * 255).astype(np.uint8)
+    latin, other = "zhongli, 1boy\nSteps: 20, Seed: 5, Size: 56x40", "钟离, 1boy ✨\nSteps: 20"
+    write_png(tmp_path / "latin.png", rgb, text={"parameters": latin})
+    write_png(tmp_path / "other.png", rgb, text={"parameters": other})
+    for path, expected in ((tmp_path / "latin.png", latin), (tmp_path / "other.png", other)):
+        with Image.open(path) as image:
+            image.load()  # Pillow checks every chunk's CRC while it reads them
+            assert image.info["parameters"] == expected
+            assert np.array_equal(np.asarray(image.convert("RGB")), rgb)
+        assert png_text(path) == {"parameters": expected}
+        data = path.read_bytes()
+        assert data.index(b"IHDR") < data.index(b"parameters") < data.index(b"IDAT")
+        assert np.array_equal(decode_png(data), rgb)
+    assert b"tEXt" in (tmp_path / "latin.png").read_bytes()
+    assert b"iTXt" in (tmp_path / "other.png").read_bytes()
+
+
+def test_undecodable_png_bytes_give_one_sentence() -> None:
+    with pytest.raises(MediaError, match="not a readable PNG"):
+        decode_png(b"not a png at all")

@@ -11,7 +11,6 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,25 +102,12 @@ def test_a_plain_traceback_is_still_shown_whole() -> None:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("found")
-    return {"dataset": th.make_dataset(root / "ds", repeats=2, train=4, val=2), "sd15": th.make_checkpoint(root)}
+    return th.run_inputs(tmp_path_factory.mktemp("found"))
 
 
 @pytest.fixture()
-def double_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    pytest.importorskip("safetensors", reason="the sd-scripts double needs safetensors (vidstyle[diffusers])")
-    for name in (
-        "SD_DOUBLE_NAN_AT_STEP",
-        "SD_DOUBLE_EXPLODE_AT_STEP",
-        "SD_DOUBLE_CRASH_AT_STEP",
-        "SD_DOUBLE_STEP_SECONDS",
-        "SD_DOUBLE_BEST_EPOCH",
-        "SD_DOUBLE_PAUSE_AFTER_STEP",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("VIDSTYLE_SD_SCRIPTS", str(th.SD_SCRIPTS_DOUBLE))
-    monkeypatch.setenv("VIDSTYLE_TRAIN_LAUNCHER", "python")
-    yield
+def double_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    th.use_sd_scripts_double(monkeypatch)
 
 
 def checkout_with_venv(tmp_path: Path) -> Path:

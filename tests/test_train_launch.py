@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -147,11 +146,11 @@ def sd_scripts_log() -> str:
 
 def test_parser_reads_sd_scripts_console_format() -> None:
     events: list[str] = []
-    parser = LogParser(on_event=lambda event, _: events.append(event))
+    parser = LogParser()
     text = sd_scripts_log()
     for start in range(0, len(text), 37):  # arbitrary chunk boundaries, as a pipe delivers them
-        parser.feed(text[start : start + 37])
-    parser.flush()
+        events += parser.feed(text[start : start + 37])
+    events += parser.flush()
     p = parser.progress
     assert (p.train_images, p.val_images, p.batches_per_epoch, p.total_epochs, p.total_steps) == (8, 2, 4, 2, 8)
     assert p.step == 8 and p.epoch == 2 and p.model_saved and p.phase == "done"
@@ -181,15 +180,14 @@ def test_parser_tolerates_rich_columns_ansi_and_crlf() -> None:
 
 
 def test_parser_flags_nan_and_errors() -> None:
-    events: list[str] = []
-    parser = LogParser(on_event=lambda event, _: events.append(event))
-    parser.feed(HEADER + bar(2, 8, "avr_loss=nan") + "\nNaN found in latents, replacing with zeros\n")
+    parser = LogParser()
+    events = parser.feed(HEADER + bar(2, 8, "avr_loss=nan") + "\nNaN found in latents, replacing with zeros\n")
     # the traceback follows tqdm's last redraw on the same line: stderr had no newline in between
-    parser.feed(
+    events += parser.feed(
         bar(3, 8, "avr_loss=nan")
         + 'Traceback (most recent call last):\n  File "train_network.py", line 1, in <module>\n'
     )
-    parser.feed("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    events += parser.feed("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
     assert "nan" in events and "nan_latents" in events and "error" in events
     assert parser.progress.errors == ["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
     assert relevant_lines(parser)[0].startswith("Traceback") and parser.progress.step == 3
@@ -317,29 +315,12 @@ def test_old_sd_scripts_is_refused_with_the_release_needed(old_sd_scripts: Path)
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("launch")
-    return {
-        "dataset": th.make_dataset(root / "ds", repeats=2, train=4, val=2),
-        "sd15": th.make_checkpoint(root),
-        "sdxl": th.make_checkpoint(root, "sdxl"),
-    }
+    return th.run_inputs(tmp_path_factory.mktemp("launch"), ("sd15", "sdxl"))
 
 
 @pytest.fixture()
-def double_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # The double writes real .safetensors checkpoints, as sd-scripts does.
-    pytest.importorskip("safetensors", reason="the sd-scripts double needs safetensors (vidstyle[diffusers])")
-    for name in (
-        "SD_DOUBLE_NAN_AT_STEP",
-        "SD_DOUBLE_EXPLODE_AT_STEP",
-        "SD_DOUBLE_CRASH_AT_STEP",
-        "SD_DOUBLE_STEP_SECONDS",
-        "SD_DOUBLE_BEST_EPOCH",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("VIDSTYLE_SD_SCRIPTS", str(th.SD_SCRIPTS_DOUBLE))
-    monkeypatch.setenv("VIDSTYLE_TRAIN_LAUNCHER", "python")  # accelerate's CLI is not part of the test
-    yield
+def double_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    th.use_sd_scripts_double(monkeypatch)
 
 
 def make_run(

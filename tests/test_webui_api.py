@@ -59,24 +59,7 @@ def make_request(spec: JobSpec, index: int) -> Img2ImgRequest:
     init = Image.new("RGB", (SIZE, SIZE), (shade, 255 - shade, (index * 11) % 256))
     control = Image.new("RGB", (SIZE, SIZE))
     ImageDraw.Draw(control).rectangle((8 + index % 8, 8, 48, 40), outline=(255, 255, 255))
-    return Img2ImgRequest(
-        frame_index=index,
-        init_image=init,
-        control_image=control,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        checkpoint=spec.model.checkpoint,
-        loras=list(spec.model.loras),
-        controlnet=spec.controlnet,
-        width=spec.size.width,
-        height=spec.size.height,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=frame_seed(spec, index, 0),
-    )
+    return Img2ImgRequest.for_spec(spec, index, init, control, frame_seed(spec, index, 0))
 
 
 def closed_port_url() -> str:

@@ -30,24 +30,7 @@ def make_spec(**overrides: Any) -> JobSpec:
 
 def make_request(spec: JobSpec) -> Img2ImgRequest:
     image = Image.new("RGB", (64, 64))
-    return Img2ImgRequest(
-        frame_index=3,
-        init_image=image,
-        control_image=image,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        checkpoint=spec.model.checkpoint,
-        loras=list(spec.model.loras),
-        controlnet=spec.controlnet,
-        width=spec.size.width,
-        height=spec.size.height,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=spec.sampling.seed,
-    )
+    return Img2ImgRequest.for_spec(spec, 3, image, image, spec.sampling.seed)
 
 
 def make_plan(scheduler: str | None = "Automatic") -> ServerPlan:

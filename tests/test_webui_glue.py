@@ -174,24 +174,7 @@ def edge_image(size: int = 64, black: bool = False) -> Image.Image:
 
 def request_for(spec: JobSpec, frame: int = 0, control: Image.Image | None = None) -> Img2ImgRequest:
     init = Image.fromarray(np.tile(np.linspace(40, 200, 64, dtype=np.uint8)[None, :, None], (64, 1, 3)))
-    return Img2ImgRequest(
-        frame_index=frame,
-        init_image=init,
-        control_image=control or edge_image(),
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        checkpoint=spec.model.checkpoint,
-        loras=list(spec.model.loras),
-        controlnet=spec.controlnet,
-        width=spec.size.width,
-        height=spec.size.height,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=spec.sampling.seed,
-    )
+    return Img2ImgRequest.for_spec(spec, frame, init, control or edge_image(), spec.sampling.seed)
 
 
 def backend_for(spec: JobSpec, statuses: list[str] | None = None) -> Any:

@@ -1,6 +1,7 @@
 """Shared helpers for the trainer tests (config, launch, report): small datasets laid out as
 `python -m trainer prep` writes them, checkpoint files with SD1.5/SDXL tensor names in their
-header, run folders, TensorBoard event files and sample images in sd-scripts' naming."""
+header, run folders, TensorBoard event files and sample images in sd-scripts' naming, and the
+environment that runs training against the sd-scripts double."""
 
 from __future__ import annotations
 
@@ -10,9 +11,21 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 SD_SCRIPTS_DOUBLE = Path(__file__).resolve().parent / "doubles" / "sd_scripts_double"
+# The environment switches the sd-scripts double reads (its module docstring says what each does).
+SD_DOUBLE_SWITCHES = (
+    "SD_DOUBLE_NAN_AT_STEP",
+    "SD_DOUBLE_EXPLODE_AT_STEP",
+    "SD_DOUBLE_CRASH_AT_STEP",
+    "SD_DOUBLE_CRASH_KIND",
+    "SD_DOUBLE_STEP_SECONDS",
+    "SD_DOUBLE_TQDM_MININTERVAL",
+    "SD_DOUBLE_BEST_EPOCH",
+    "SD_DOUBLE_PAUSE_AFTER_STEP",
+)
 
 SD15_KEYS = (
     "cond_stage_model.transformer.text_model.embeddings.position_ids",
@@ -67,6 +80,26 @@ def make_dataset(
         )
         (folder / "prep.json").write_text(json.dumps(data), encoding="utf-8")
     return folder
+
+
+def run_inputs(root: Path, families: Sequence[str] = ("sd15",)) -> dict[str, Path]:
+    """What a training run against the double starts from: a small dataset (2 repeats, 4 train and
+    2 validation images) under "dataset" and a checkpoint per model family under its name."""
+    inputs = {"dataset": make_dataset(root / "ds", repeats=2, train=4, val=2)}
+    for family in families:
+        inputs[family] = make_checkpoint(root, family)
+    return inputs
+
+
+def use_sd_scripts_double(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train with the sd-scripts double, started by plain python (accelerate's CLI is not part of
+    the tests), with none of its switches left set from outside the test."""
+    # The double writes real .safetensors checkpoints, as sd-scripts does.
+    pytest.importorskip("safetensors", reason="the sd-scripts double needs safetensors (vidstyle[diffusers])")
+    for name in SD_DOUBLE_SWITCHES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VIDSTYLE_SD_SCRIPTS", str(SD_SCRIPTS_DOUBLE))
+    monkeypatch.setenv("VIDSTYLE_TRAIN_LAUNCHER", "python")
 
 
 def config_argv(dataset: Path, model: Path, out: Path, *presets: str, extra: Sequence[str] = ()) -> list[str]:

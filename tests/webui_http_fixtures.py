@@ -2,7 +2,8 @@
 
 Registered in tests/conftest.py as `webui_servers` and `http_backends` (named apart from
 tests/test_webui_glue.py's own `webui` fixture). A test module may set `WEBUI_MODELS` to the
-checkpoint list its doubles offer unless a test passes `models=` itself.
+checkpoint list its doubles offer unless a test passes `models=` itself. A module serving
+another double (an ASGI app) builds its own fixture on `serve_doubles`.
 """
 
 from __future__ import annotations
@@ -35,22 +36,32 @@ FAST = RetryPolicy(
 )
 
 
-@pytest.fixture
-def webui_servers(request: pytest.FixtureRequest) -> Iterator[Callable[..., DoubleServer]]:
-    """Start WebUI doubles on free loopback ports; all are stopped at the end."""
+def serve_doubles(make_app: Callable[..., Any]) -> Iterator[Callable[..., DoubleServer]]:
+    """A fixture's body: yields `start(*args, **options)`, which serves `make_app(*args, **options)`
+    on a free loopback port; every server started is stopped when the fixture ends."""
     servers: list[DoubleServer] = []
-    models = getattr(request.module, "WEBUI_MODELS", None)
 
-    def start(**options: Any) -> DoubleServer:
-        if models is not None:
-            options.setdefault("models", models)
-        server = DoubleServer(make_webui_double(**options)).start()
+    def start(*args: Any, **options: Any) -> DoubleServer:
+        server = DoubleServer(make_app(*args, **options)).start()
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def webui_servers(request: pytest.FixtureRequest) -> Iterator[Callable[..., DoubleServer]]:
+    """Start WebUI doubles on free loopback ports; all are stopped at the end."""
+    models = getattr(request.module, "WEBUI_MODELS", None)
+
+    def make_double(**options: Any) -> Any:
+        if models is not None:
+            options.setdefault("models", models)
+        return make_webui_double(**options)
+
+    yield from serve_doubles(make_double)
 
 
 @pytest.fixture

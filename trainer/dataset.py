@@ -12,6 +12,7 @@ swapped in whole:
     DATASET/sheets/kept_NN.png, dropped_NN.png   contact sheets
 
 The same options always give the same files (no timestamps, seeded split, stable order).
+Progress goes to an `EventCallback` as `vidstyle.events.ProgressEvent`s of stage "dataset".
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 from PIL import Image
 
 from vidstyle.errors import OutputError, UserInputError
+from vidstyle.events import EventCallback, ProgressEvent, ignore_event
 from vidstyle.filenames import safe_name
 
 from . import captions as cap
@@ -54,7 +56,6 @@ from .worker import FileJob, FileResult, WorkSettings, init_worker, process_file
 
 __all__ = [
     "PrepResult",
-    "ProgressFn",
     "prepare",
     "load_prep_manifest",
     "auto_repeats",
@@ -62,7 +63,6 @@ __all__ = [
     "MANIFEST_VERSION",
 ]
 
-ProgressFn = Callable[[str, int, int], None]
 MIN_IMAGES_FOR_VALIDATION = 5
 TAGGER_BATCH = 8
 
@@ -86,9 +86,22 @@ class PrepResult:
         return self.out / self.manifest["dataset"]["val_dir"]
 
 
-def _emit(progress: ProgressFn | None, stage: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(stage, done, total)
+class _Steps:
+    """ProgressEvents of stage "dataset": a "stage" event when a step over the images begins (its
+    message names the step), then "progress" with done/total images and an ETA from the pace so far."""
+
+    def __init__(self, on_event: EventCallback) -> None:
+        self.on_event = on_event
+        self.step, self.total, self.started = "", 0, 0.0
+
+    def begin(self, step: str, total: int) -> None:
+        self.step, self.total, self.started = step, total, time.perf_counter()
+        self.on_event(ProgressEvent("stage", "dataset", 0, total, message=step))
+
+    def advance(self, done: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (self.total - done) if done else None
+        self.on_event(ProgressEvent("progress", "dataset", done, self.total, eta_seconds=eta, message=self.step))
 
 
 # ---------------------------------------------------------------------------- the pipeline
@@ -113,13 +126,16 @@ class _Stopwatch:
         return {**self.seconds, "total": time.perf_counter() - self.started}
 
 
-def prepare(options: PrepOptions, progress: ProgressFn | None = None, webui_auth: str | None = None) -> PrepResult:
+def prepare(options: PrepOptions, on_event: EventCallback = ignore_event, webui_auth: str | None = None) -> PrepResult:
     """Build the dataset described by `options`; see the module docstring for the layout.
 
     Raises UserInputError/OutputError (one sentence) for bad inputs or an output folder that
     holds other data. Source files are only read. `webui_auth` (user:password for the WebUI
     tagger, else $VIDSTYLE_WEBUI_AUTH) is kept out of `options`, which prep.json records.
+    `on_event` gets ProgressEvents of stage "dataset": "stage" per step (scanning, analysing,
+    tagging), "progress" per image, the report's notes as "warning", then "done" (kept/found).
     """
+    on_event(ProgressEvent("stage", "dataset", message="scanning sources"))
     clock = _Stopwatch()
     with clock("setup"):
         out = Path(options.out).expanduser().resolve()
@@ -131,7 +147,7 @@ def prepare(options: PrepOptions, progress: ProgressFn | None = None, webui_auth
     staging = make_staging(out)
     try:
         try:
-            manifest = _build(staging, entries, others, notes, options, settings, tagger, progress, clock)
+            manifest = _build(staging, entries, others, notes, options, settings, tagger, _Steps(on_event), clock)
         except OSError as exc:
             raise OutputError(
                 f"Cannot write the new dataset next to {out} ({exc.strerror or exc}); free disk space or choose "
@@ -148,6 +164,11 @@ def prepare(options: PrepOptions, progress: ProgressFn | None = None, webui_auth
     if manifest["counts"]["kept"] == 0:
         sheet = " (see sheets/dropped_01.png)" if options.contact_sheets else ""
         raise UserInputError(f"No image passed the filters; {out / MANIFEST} lists why each was dropped{sheet}.")
+    for note in manifest["notes"]:
+        on_event(ProgressEvent("warning", "dataset", message=note))
+    counts = manifest["counts"]
+    kept = f"{counts['kept']} of {counts['found']} images kept in {out}"
+    on_event(ProgressEvent("done", "dataset", counts["kept"], counts["found"], message=kept))
     return PrepResult(out=out, manifest=manifest, timings=clock.total())
 
 
@@ -190,7 +211,7 @@ def _build(
     options: PrepOptions,
     settings: WorkSettings,
     tagger: Any,
-    progress: ProgressFn | None,
+    steps: _Steps,
     clock: _Stopwatch,
 ) -> dict[str, Any]:
     """Everything between scanning and the swap; returns prep.json's content (also written)."""
@@ -201,7 +222,7 @@ def _build(
             FileJob(i, str(e.source.path), None if e.reasons else str(work / f"{i:06d}.png"))
             for i, e in enumerate(entries)
         ]
-        for entry, result in zip(entries, _run_jobs(jobs, settings, options.workers, progress), strict=False):
+        for entry, result in zip(entries, _run_jobs(jobs, settings, options.workers, steps), strict=False):
             _record_result(entry, result)
     with clock("dedupe"):
         _drop_duplicates(entries, options)
@@ -210,7 +231,7 @@ def _build(
         entry.status = "dropped" if entry.reasons else entry.status
     with clock("captions"):
         _name_outputs(kept)
-        _read_captions(kept, options, tagger, work, progress, notes)
+        _read_captions(kept, options, tagger, work, steps, notes)
         prune_entries = list(options.prune) + _read_list(options.prune_file, cap.read_list_file, "prune list")
         tag_report = _finish_captions(kept, options, prune_entries)
     with clock("write"):
@@ -275,17 +296,16 @@ def _empty_source_notes(roots: Sequence[Path], images: Sequence[SourceFile]) -> 
     return [f"{root} holds no supported images." for root in roots if root not in used]
 
 
-def _run_jobs(
-    jobs: Sequence[FileJob], settings: WorkSettings, workers: int | None, progress: ProgressFn | None
-) -> list[FileResult]:
+def _run_jobs(jobs: Sequence[FileJob], settings: WorkSettings, workers: int | None, steps: _Steps) -> list[FileResult]:
     """Process every file, in worker processes when there are several cores and files."""
+    steps.begin("analysing images", len(jobs))
     count = workers or os.cpu_count() or 1
     task = partial(process_file, settings=settings)
     results: list[FileResult] = []
     if count <= 1 or len(jobs) < 4:
         for n, job in enumerate(jobs, 1):
             results.append(task(job))
-            _emit(progress, "analyse", n, len(jobs))
+            steps.advance(n)
         return results
     # spawn: the same behaviour on Linux, macOS and Windows, and safe inside a threaded host
     # process (the WebUI) where fork could copy a held lock.
@@ -295,7 +315,7 @@ def _run_jobs(
     try:
         for n, result in enumerate(pool.map(task, jobs, chunksize=chunk), 1):
             results.append(result)
-            _emit(progress, "analyse", n, len(jobs))
+            steps.advance(n)
     except BaseException:
         # Ctrl-C or an error: do not wait for thousands of queued files.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -366,12 +386,12 @@ def _name_outputs(kept: Sequence[Entry]) -> None:
 
 
 def _read_captions(
-    kept: Sequence[Entry], options: PrepOptions, tagger: Any, work: Path, progress: ProgressFn | None, notes: list[str]
+    kept: Sequence[Entry], options: PrepOptions, tagger: Any, work: Path, steps: _Steps, notes: list[str]
 ) -> None:
     """Raw tags per kept image from the chosen caption source."""
     underscores = options.underscores_to_spaces
     if options.caption_source in ("wd14", "webui"):
-        _run_tagger(kept, tagger, work, progress, underscores)
+        _run_tagger(kept, tagger, work, steps, underscores)
         return
     for entry in kept:
         path = None
@@ -390,9 +410,10 @@ def _read_captions(
             )
 
 
-def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, progress: ProgressFn | None, underscores: bool) -> None:
+def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, steps: _Steps, underscores: bool) -> None:
     import numpy as np
 
+    steps.begin("tagging images", len(kept))
     for start in range(0, len(kept), TAGGER_BATCH):
         batch = kept[start : start + TAGGER_BATCH]
         pixels = []
@@ -402,7 +423,7 @@ def _run_tagger(kept: Sequence[Entry], tagger: Any, work: Path, progress: Progre
         for entry, tags in zip(batch, tagger.tag(pixels), strict=False):
             entry.tags = cap.normalise_tags(tags, underscores)
             entry.caption_from = getattr(tagger, "name", "wd14 tagger")
-        _emit(progress, "tag", min(start + TAGGER_BATCH, len(kept)), len(kept))
+        steps.advance(min(start + TAGGER_BATCH, len(kept)))
 
 
 def _finish_captions(kept: Sequence[Entry], options: PrepOptions, prune_entries: Sequence[str]) -> dict[str, Any]:

@@ -28,6 +28,23 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 RGB = tuple[int, int, int]
 
 
+def quiet_pillow_size_warning() -> None:
+    """Silence Pillow's DecompressionBombWarning as PIL.Image issues it, for the whole process.
+
+    Pillow warns above its own MAX_IMAGE_PIXELS; open_image's max_pixels check right after gives
+    the clearer reason, and Pillow's hard limit (2x) still raises DecompressionBombError. One
+    filter installed once, not `warnings.catch_warnings()` around each open: that swaps the
+    process-wide filter list, which before Python 3.14 leaks or loses filters when images are
+    opened on several threads at once (prep runs inline on a host's job threads). Narrow: only
+    this category, and only from PIL.Image; the same class warned by other code still shows.
+    Idempotent (filterwarnings replaces an identical filter).
+    """
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.Image\Z")
+
+
+quiet_pillow_size_warning()
+
+
 class ImageRejected(Exception):
     """A file that cannot become a training image; `code` goes into prep.json's counts."""
 
@@ -69,11 +86,7 @@ def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageRejected("empty", "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above its own limit; our max_pixels check right after gives the
-            # clearer reason, and Pillow's hard limit (2x) still raises the error below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=_pil_formats())
+        return Image.open(io.BytesIO(data), formats=_pil_formats())
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_large", f"decompression-bomb sized image refused by Pillow ({exc})") from exc
     except UnidentifiedImageError as exc:

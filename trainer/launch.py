@@ -7,7 +7,8 @@
   `--launcher python` (or VIDSTYLE_TRAIN_LAUNCHER=python) runs `python SCRIPT ...` directly,
   one process, without accelerate's CLI: for machines where it is missing, and for tests.
 * The whole output goes to RUN/train.log; progress (step/total, epoch, average loss, it/s, ETA,
-  checkpoints, samples) to RUN/progress.json (atomic) and a terminal progress bar.
+  checkpoints, samples) to RUN/progress.json (atomic) and a terminal progress bar, and as
+  `vidstyle.events.ProgressEvent`s of stage "train" to the caller's `on_event`.
 * A NaN or exploding loss stops the run early; Ctrl-C stops it cleanly (SIGINT to the
   trainer's process group, then SIGTERM/SIGKILL if it does not exit).
 * `--resume` continues from the newest state folder sd-scripts saved (save_state = true).
@@ -25,16 +26,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from vidstyle.atomic import write_text
 from vidstyle.errors import Cancelled, ModelNotFoundError, PreflightError, UserInputError, VidstyleError
+from vidstyle.events import EventCallback, ProgressEvent, ignore_event
 
 from .accelerate_config import check_accelerate_config
-from .progress import LogParser, LossGuard, Progress
+from .progress import LogParser, LossGuard, Progress, train_event
 from .run import Run, is_hub_id, list_images, load_run, update_meta
 from .sdscripts import SdScripts, check_support, find_sd_scripts
 
@@ -393,11 +395,13 @@ def relevant_lines(parser: LogParser, count: int = 15) -> list[str]:
 
 
 class _Display:
-    """The terminal progress bar (tqdm) plus one-line notes for epochs, saves and samples."""
+    """The terminal progress bar (tqdm) plus one-line notes for epochs, saves and samples; every
+    ProgressEvent of the run also goes to the caller's `on_event`."""
 
-    def __init__(self, enabled: bool, out: TextIO) -> None:
+    def __init__(self, enabled: bool, out: TextIO, on_event: EventCallback = ignore_event) -> None:
         self.bar = None
         self.out = out
+        self.on_event = on_event
         self._last_refresh = 0.0
         # a bar redrawn with carriage returns is noise in a log file or CI output: notes only there
         if enabled and getattr(out, "isatty", lambda: False)():
@@ -411,14 +415,16 @@ class _Display:
         else:
             print(text, file=self.out, flush=True)
 
-    def event(self, event: str, progress: Progress) -> None:
-        if event == "epoch":
-            self.note(f"epoch {progress.epoch}/{progress.total_epochs}")
-        elif event == "checkpoint" and progress.checkpoints:
-            last = progress.checkpoints[-1]
-            self.note(f"saved {Path(last['path']).name}" + (f" (epoch {last['epoch']})" if last["epoch"] else ""))
-        elif event == "nan_latents":
-            self.note("warning: sd-scripts found NaN in latents (SDXL VAE in fp16? set no_half_vae = true)")
+    def event(self, event: ProgressEvent) -> None:
+        """To the caller; "status" and "warning" messages also as a note on the terminal."""
+        self.on_event(event)
+        if event.kind == "status":
+            self.note(event.message)
+        elif event.kind == "warning":
+            self.note(f"warning: {event.message}")
+
+    def warn(self, message: str, progress: Progress) -> None:
+        self.event(train_event("warning", progress, message))
 
     def update(self, progress: Progress) -> None:
         if self.bar is None:
@@ -455,16 +461,19 @@ def train(
     run_dir: Path,
     options: LaunchOptions | None = None,
     out: TextIO | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_event: EventCallback = ignore_event,
 ) -> Progress:
     """Run sd-scripts for RUN to the end; raise TrainingError / Cancelled when it does not finish.
 
-    Notes and the progress bar go to `out` (default: stderr); `on_progress` gets each update."""
+    Notes and the progress bar go to `out` (default: stderr); `on_event` gets ProgressEvents of
+    stage "train": "stage" at launch, "progress" per step (done/total steps, ETA, epoch, loss),
+    "status" for epochs, saves and samples, "warning", and "done" when the LoRA is saved."""
     options = options or LaunchOptions()
     out = out or sys.stderr
     run = load_run(run_dir)
     for warning in run.warnings:
         print(f"warning: {warning}", file=out)
+        on_event(ProgressEvent("warning", "train", message=warning))
     sd, argv, state = prepare_launch(run, options)
     write_text(run.dir / "command.txt", command_text(argv) + "\n")
     update_meta(run.dir, argv=list(argv))  # run.json must name the command that really ran
@@ -484,8 +493,8 @@ def train(
     guard = LossGuard(factor=options.loss_factor)
     print(f"sd-scripts {sd.version} at {sd.root}", file=out)
     print(f"launching: {command_text(argv)}", file=out, flush=True)
-    outcome = _stream(run, argv, sd, parser, guard, options, out, on_progress)
-    return _finish(run, parser, outcome, out)
+    outcome = _stream(run, argv, sd, parser, guard, options, out, on_event)
+    return _finish(run, parser, outcome, out, on_event)
 
 
 def _empty_subset_notes(run: Run, parser: LogParser, display: _Display) -> list[str]:
@@ -503,7 +512,8 @@ def _empty_subset_notes(run: Run, parser: LogParser, display: _Display) -> list[
             "sd-scripts also builds an empty training copy of that dataset, hence the line above and an empty "
             "'Dataset 1' in its summary. Nothing is wrong.\n"
         ]
-    display.note(f"warning: sd-scripts found no images in {path} and skips it; check image_dir in dataset.toml.")
+    message = f"sd-scripts found no images in {path} and skips it; check image_dir in dataset.toml."
+    display.warn(message, parser.progress)
     return []
 
 
@@ -522,11 +532,9 @@ class _ProgressFile:
 
     The parser mutates `progress` under `lock`; the timer writes under it too."""
 
-    def __init__(
-        self, run: Run, progress: Progress, started: float, on_progress: Callable[[Progress], None] | None
-    ) -> None:
+    def __init__(self, run: Run, progress: Progress, started: float) -> None:
         self.lock = threading.Lock()
-        self._run, self._progress, self._started, self._on_progress = run, progress, started, on_progress
+        self._run, self._progress, self._started = run, progress, started
         self._last = 0.0
         self._dirty = False
         self._timer: threading.Timer | None = None
@@ -554,8 +562,6 @@ class _ProgressFile:
         self._progress.samples = sample_files(self._run)
         write_progress(self._run.dir, self._progress)
         self._last, self._dirty = now, False
-        if self._on_progress:
-            self._on_progress(self._progress)
 
     def close(self) -> None:
         """No late write after this: the caller writes the final state itself."""
@@ -582,16 +588,18 @@ def _stream(
     guard: LossGuard,
     options: LaunchOptions,
     out: TextIO,
-    on_progress: Callable[[Progress], None] | None,
+    on_event: EventCallback,
 ) -> _Outcome:
     progress = parser.progress
     started = time.time()
-    display = _Display(options.show_bar, out)
+    display = _Display(options.show_bar, out, on_event)
     parser.on_event = display.event
+    launching = f"launching sd-scripts {sd.version}"
+    display.event(ProgressEvent("stage", "train", parser.step_offset, progress.total_steps or 0, message=launching))
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     user_stop, stop_reason = False, None
     log_notes: list[str] = []
-    progress_file = _ProgressFile(run, progress, started, on_progress)
+    progress_file = _ProgressFile(run, progress, started)
     with open(run.dir / LOG_FILE, "ab") as log:
         log.write(f"\n==== vidstyle launch {time.strftime('%Y-%m-%d %H:%M:%S')}: {command_text(argv)}\n".encode())
         trainer = Trainer(argv, sd.root, _child_env())
@@ -619,7 +627,7 @@ def _stream(
                 log.flush()
                 if reason:
                     stop_reason = reason
-                    display.note(f"stopping early: {reason}")
+                    display.warn(f"stopping early: {reason}", progress)
                     trainer.stop(options.stop_grace)
                 display.update(progress)
             except KeyboardInterrupt:
@@ -637,13 +645,16 @@ def _stream(
     return _Outcome(returncode, user_stop, stop_reason, started)
 
 
-def _finish(run: Run, parser: LogParser, outcome: _Outcome, out: TextIO) -> Progress:
+def _finish(
+    run: Run, parser: LogParser, outcome: _Outcome, out: TextIO, on_event: EventCallback = ignore_event
+) -> Progress:
     progress = parser.progress
     progress.returncode = outcome.returncode
     progress.samples = sample_files(run)
     if outcome.returncode == 0 and not outcome.user_stop and not outcome.stop_reason and progress.model_saved:
         progress.state, progress.message = "finished", "training finished"
         write_progress(run.dir, progress)
+        on_event(train_event("done", progress, f"{len(progress.checkpoints)} LoRA files in {run.output_dir}"))
         print(
             f"done: {len(progress.checkpoints)} LoRA files in {run.output_dir}; next: python -m trainer report "
             f"{run.dir}",

@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Any
 
+from vidstyle.events import ProgressEvent
+
 from .dataset import PrepResult, prepare
 from .prep_options import PrepOptions, build_options
 
@@ -106,23 +108,24 @@ def options_from_args(args: argparse.Namespace) -> PrepOptions:
 
 
 class _Progress:
-    """A tqdm bar per stage on stderr (hidden when stderr is not a terminal)."""
+    """A tqdm bar per step of prep (the event's message) on stderr, hidden when stderr is not a
+    terminal. Warnings and the totals are left to `summary`, which prints them once at the end."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bars: dict[str, Any] = {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.quiet or event.kind not in ("stage", "progress") or not event.total:
             return
         from tqdm import tqdm
 
-        bar = self.bars.get(stage)
+        bar = self.bars.get(event.message)
         if bar is None:
-            bar = self.bars[stage] = tqdm(
-                total=total, desc=stage, unit="img", file=sys.stderr, disable=None, leave=False
+            bar = self.bars[event.message] = tqdm(
+                total=event.total, desc=event.message, unit="img", file=sys.stderr, disable=None, leave=False
             )
-        bar.update(done - bar.n)
+        bar.update(event.done - bar.n)
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     progress = _Progress(getattr(args, "quiet", False))
     try:
-        result = prepare(options, progress=progress, webui_auth=getattr(args, "webui_auth", None))
+        result = prepare(options, on_event=progress, webui_auth=getattr(args, "webui_auth", None))
     finally:
         progress.close()
     print(summary(result))

@@ -17,6 +17,8 @@ Formats (kohya-ss/sd-scripts v0.10.1, train_network.py and library/train_util.py
 
 tqdm redraws with carriage returns, so a chunk is split on both \r and \n. TensorBoard event
 files hold the exact per-epoch losses; what is parsed here is the live view and the fallback.
+The rich `Progress` is the trainer's own record (progress.json, the terminal bar); outside
+listeners get `vidstyle.events.ProgressEvent`s of stage "train" (see `train_event`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from vidstyle.events import EventCallback, EventKind, ProgressEvent
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TQDM = re.compile(
@@ -52,6 +55,7 @@ DONE = re.compile(r"^model saved\.\s*$")
 EMPTY_SUBSET = re.compile(r"ignore subset with image_dir='(.+?)': no images found")
 ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Interrupt|Invalid)\b.*")
 MAX_HISTORY = 2000
+NAN_LATENTS_NOTE = "sd-scripts found NaN in latents (SDXL VAE in fp16? set no_half_vae = true)"
 
 
 def parse_interval(text: str) -> float | None:
@@ -131,6 +135,27 @@ class Progress:
         return self.epochs.setdefault(str(epoch), {"train_loss": None, "val_loss": None})
 
 
+def train_event(kind: EventKind, progress: Progress, message: str = "") -> ProgressEvent:
+    """A ProgressEvent of stage "train" carrying where the run is: steps, ETA, epoch, loss."""
+    return ProgressEvent(
+        kind,
+        "train",
+        done=progress.step,
+        total=progress.total_steps or 0,
+        eta_seconds=progress.eta_seconds,
+        message=message,
+        epoch=progress.epoch or None,
+        total_epochs=progress.total_epochs,
+        loss=progress.avr_loss,
+    )
+
+
+def _checkpoint_note(progress: Progress) -> str:
+    last = progress.checkpoints[-1]
+    name = last["path"].replace("\\", "/").rsplit("/", 1)[-1]
+    return f"saved {name}" + (f" (epoch {last['epoch']})" if last["epoch"] else "")
+
+
 def _json_float(value: float | None) -> Any:
     """JSON has no NaN; keep it readable as a string instead of writing invalid JSON."""
     if value is None or math.isfinite(value):
@@ -153,12 +178,13 @@ class LogParser:
         progress: Progress | None = None,
         keep_lines: int = 200,
         step_offset: int = 0,
-        on_event: Callable[[str, Progress], None] | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self.progress = progress or Progress()
         self.step_offset = step_offset  # global step a resumed run starts from (sd-scripts restarts its count)
         self.on_event = on_event
         self._header_total: int | None = None
+        self._told_total = False
         self.lines: deque[str] = deque(maxlen=keep_lines)
         self._partial = ""
         self._peeked: str | None = None
@@ -187,9 +213,31 @@ class LogParser:
 
     def _emit(self, events: list[str]) -> list[str]:
         if self.on_event:
-            for event in events:
-                self.on_event(event, self.progress)
+            for name in events:
+                event = self.progress_event(name)
+                if event is not None:
+                    self.on_event(event)
         return events
+
+    def progress_event(self, name: str) -> ProgressEvent | None:
+        """What a listener hears of a parsed line: steps as "progress", epochs, saves and sampling
+        as "status", NaN latents as "warning". Other names (validation, errors, an empty subset,
+        the final save) are left to the launcher, which knows what they mean for the run."""
+        p = self.progress
+        if name == "header" and self._header_total is not None and not self._told_total:
+            self._told_total = True  # the step count is known before the first step is done
+            return train_event("progress", p)
+        if name in ("step", "loss"):
+            return train_event("progress", p)
+        if name == "epoch":
+            return train_event("status", p, f"epoch {p.epoch}/{p.total_epochs}")
+        if name == "checkpoint" and p.checkpoints:
+            return train_event("status", p, _checkpoint_note(p))
+        if name == "sampling":
+            return train_event("status", p, f"generating sample images at step {p.step}")
+        if name == "nan_latents":
+            return train_event("warning", p, NAN_LATENTS_NOTE)
+        return None
 
     def flush(self) -> list[str]:
         rest, self._partial = self._partial, ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from vidstyle.compat import BaseModel, Extra, Field, ValidationError
 from vidstyle.errors import JobStateError, ModelNotFoundError, OutputError, SpecError, UserInputError
 from vidstyle.filenames import safe_name
 from vidstyle.overrides import describe_validation_error
-from vidstyle.safetensors_header import read_header
+from vidstyle.sd_architectures import checkpoint_family
 
 from .captions import parse_caption
 from .config import load_dataset_config, load_train_args, write_dataset_config, write_train_args
@@ -149,12 +150,16 @@ def resolve_model(model: str, family: Family) -> str:
     repo id (`org/name`) is passed through, as sd-scripts downloads those itself."""
     path = Path(model).expanduser()
     if path.exists():
-        detected = detect_family(path)
+        detected = checkpoint_family(path)
         if detected and detected != family.name:
             names = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2"}
             raise SpecError(
                 f"{path.name} looks like an {names[detected]} checkpoint but the preset trains {names[family.name]}; "
-                f"use a {'sdxl' if detected == 'sdxl' else 'sd15'}-* preset or another checkpoint."
+                + (
+                    f"use a {detected}-* preset or another checkpoint."
+                    if detected != "sd2"
+                    else "no preset trains SD2 LoRAs yet, so pick an SD1.5 or SDXL checkpoint."
+                )
             )
         return str(path.resolve())
     if is_hub_id(model):
@@ -168,27 +173,6 @@ def is_hub_id(model: str) -> bool:
     """`org/name` without a file extension: a Hugging Face repo id sd-scripts downloads itself."""
     file_like = Path(model).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
     return bool(re.match(r"^[\w.\-]+/[\w.\-]+$", model)) and not file_like and not Path(model).exists()
-
-
-def detect_family(path: Path) -> str | None:
-    """Guess sd15 / sdxl / sd2 from tensor names (or a diffusers model_index.json); None if unsure."""
-    if path.is_dir():
-        try:
-            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        name = str(index.get("_class_name", ""))
-        return "sdxl" if "XL" in name else "sd15" if name == "StableDiffusionPipeline" else None
-    if path.suffix.lower() != ".safetensors":
-        return None
-    names, _ = read_header(path)
-    if any(n.startswith("conditioner.embedders.1.") for n in names):
-        return "sdxl"
-    if any(n.startswith("cond_stage_model.model.") for n in names):
-        return "sd2"
-    if any(n.startswith("cond_stage_model.transformer.") for n in names):
-        return "sd15"
-    return None
 
 
 # --------------------------------------------------------------------------- samples
@@ -637,15 +621,33 @@ class Run:
         )
 
 
+def _run_folder_problem(run_dir: Path, exc: OSError) -> str:
+    """One sentence for a run folder whose run.json cannot be opened. str(OSError) is Python's
+    "[Errno 20] Not a directory: '...'", so say what the path is instead (os.path checks, unlike
+    Path.exists, never raise)."""
+    path = run_dir / RUN_FILE
+    create = "create one with `python -m trainer config`"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        if os.path.isdir(run_dir):
+            return f"{run_dir} is not a training run folder (no {RUN_FILE}); {create}."
+        if os.path.lexists(run_dir):
+            return f"{run_dir} is a file, not a training run folder; give the folder holding {RUN_FILE}, or {create}."
+        return f"{run_dir} does not exist; give a training run folder (the one holding {RUN_FILE}), or {create}."
+    if isinstance(exc, PermissionError):
+        return f"Cannot read {path} (permission denied); give a training run folder you can read."
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, not a run file; re-create the run with `python -m trainer config`."
+    reason = exc.strerror or type(exc).__name__
+    return f"Cannot read {path}: {reason}; re-create the run with `python -m trainer config`."
+
+
 def read_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JobStateError(
-            f"{run_dir} is not a training run folder (no {RUN_FILE}); create one with `python -m trainer config`."
-        ) from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise JobStateError(_run_folder_problem(run_dir, exc)) from None
+    except ValueError as exc:
         raise JobStateError(f"Cannot read {path}: {exc}; re-create the run with `python -m trainer config`.") from None
     if not isinstance(meta, dict):
         raise JobStateError(f"{path} is damaged; re-create the run with `python -m trainer config`.")

@@ -436,6 +436,8 @@ def _policy_values(args: argparse.Namespace) -> dict[str, Any]:
         "max_upload_bytes": int(args.max_upload_mb * MIB) if args.max_upload_mb is not None else None,
         "max_queued_jobs": args.max_queued_jobs,
         "max_job_megapixels": args.max_job_megapixels,
+        "allow_compile": args.allow_compile or None,
+        "memory_modes": args.allow_memory_mode,
     }
     return {key: value for key, value in values.items() if value is not None}
 
@@ -614,6 +616,18 @@ def _add_policy_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="Largest job: frames x width x height, in millions (default 20000).",
+    )
+    p.add_argument(
+        "--allow-compile",
+        action="store_true",
+        help="Let diffusers jobs set backend.compile (torch.compile: minutes of CPU/GPU per job; default: refused).",
+    )
+    p.add_argument(
+        "--allow-memory-mode",
+        action="append",
+        default=None,
+        choices=["auto", "none", "model_offload", "sequential_offload"],
+        help="backend.memory_mode diffusers jobs may pick; repeatable (default: all).",
     )
 
 

@@ -19,12 +19,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import temporal
 from .spec import CoherenceSpec, JobSpec
+
+if TYPE_CHECKING:  # flow_prefetch imports this module for FrameStep
+    from .flow_prefetch import SourceFlows
 
 ImageReader = Callable[[int], np.ndarray]
 
@@ -169,15 +172,27 @@ def flow_denoise_note(spec: JobSpec) -> str | None:
 
 
 def frame_inputs(
-    step: FrameStep, spec: JobSpec, read_src: ImageReader, read_out: ImageReader, force_render: bool = False
+    step: FrameStep,
+    spec: JobSpec,
+    read_src: ImageReader,
+    read_out: ImageReader,
+    force_render: bool = False,
+    flows: SourceFlows | None = None,
 ) -> FrameInputs:
     """The init image and denoise for a frame (or its finished fill); `force_render`: never keep a fill
-    (a redo of an in-between frame asks for a new sample, not the same fill again)."""
+    (a redo of an in-between frame asks for a new sample, not the same fill again); `flows`: source
+    links estimated ahead (`flow_prefetch.SourceFlows`), the same pixels as computing them here."""
     coh = spec.coherence
     source = read_src(step.idx)
+
+    def link_to(reference: int) -> temporal.Correspondence:
+        if flows is not None:
+            return flows.get(step.idx, reference)
+        return temporal.correspond(source, read_src(reference))
+
     if step.how == "flow":
         assert step.previous is not None
-        link = temporal.correspond(source, read_src(step.previous))
+        link = link_to(step.previous)
         init = temporal.blend_init(link.warp(read_out(step.previous)), source, link.occluded, coh.source_mix)
         return FrameInputs(
             init,
@@ -187,8 +202,8 @@ def frame_inputs(
     if step.how == "between":
         assert step.before is not None and step.after is not None
         position = (step.idx - step.before) / (step.after - step.before)
-        to_before = temporal.correspond(source, read_src(step.before))
-        to_after = temporal.correspond(source, read_src(step.after))
+        to_before = link_to(step.before)
+        to_after = link_to(step.after)
         fill = temporal.fill_between(source, position, read_out(step.before), to_before, read_out(step.after), to_after)
         info: dict[str, Any] = {"coherence": "keyframes", "coverage": round(fill.coverage, 4)}
         if fill.coverage >= coh.coverage_threshold and not force_render:
@@ -203,19 +218,6 @@ def match_output(image: np.ndarray, step: FrameStep, spec: JobSpec, read_out: Im
     if step.colour_ref is None:
         return image
     return temporal.match_colors(image, read_out(step.colour_ref), spec.coherence.color_match_strength)
-
-
-def deflicker_stream(
-    paths: Sequence[Any], read: Callable[[Any], np.ndarray], window: int, scenes: Sequence[tuple[int, int]]
-) -> Iterable[np.ndarray]:
-    """Deflickered frames one at a time: a first pass keeps only each frame's LAB stats (2x3
-    numbers), so a long job never holds its frames in memory; windows stop at scene cuts."""
-    stats = np.stack([temporal.lab_stats(read(path)) for path in paths])
-    targets = (
-        np.concatenate([temporal.deflicker_targets(stats[a:b], window) for a, b in scenes]) if len(paths) else stats
-    )
-    for path, target in zip(paths, targets, strict=False):
-        yield temporal.apply_lab_stats(read(path), target)
 
 
 # --------------------------------------------------------------------------- the job's plan

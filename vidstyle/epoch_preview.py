@@ -13,34 +13,38 @@ again when the preview ends, however it ends.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from .atomic import atomic_path, write_text
-from .backends import create_backend
-from .backends.base import Backend, BackendFactory, Img2ImgRequest
-from .control import control_for_spec
+from .backends.base import Backend, BackendFactory
 from .epoch_frames import DEFAULT_COUNT, choose_frames
 from .errors import Cancelled, UserInputError
 from .events import EventCallback
 from .lora_stage import LoraStage, staged_name
+from .preview_grid import (
+    CANCELLED,
+    PreviewBackend,
+    PreviewColumn,
+    check_out_dir,
+    draw_rows,
+    grid_table,
+    preview_cell_size,
+    preview_page,
+    preview_request,
+    read_columns,
+    write_preview,
+)
+from .preview_grid import HEADER_HEIGHT as HEADER_HEIGHT  # re-exported: callers read cells back by them
+from .preview_grid import LABEL_WIDTH as LABEL_WIDTH
 from .render import CancelToken, RenderEvent
-from .spec import JobSpec, LoraRef, frame_seed
-from .video import fit_frame, iter_frames, probe
+from .sd_architectures import checkpoint_family as file_family
+from .spec import JobSpec, LoraRef
 
 FAMILY_NAMES = {"sd15": "SD1.5", "sd2": "SD2", "sdxl": "SDXL"}
-LABEL_WIDTH = 200  # the left column: row name and validation loss
-HEADER_HEIGHT = 32  # the top row: frame numbers
-MAX_CELL = 256  # cells are shown at most this wide/high (the page links nothing external)
-BACKGROUND = (255, 255, 255)
-TEXT = (30, 30, 30)
-MUTED = (110, 110, 110)
 HTTP_NEEDS_FOLDER = (
     "A WebUI's HTTP API cannot receive LoRA files, so the epochs have to be copied into a folder that WebUI reads: "
     "give --webui-lora-dir, its models/Lora folder (or its --lora-dir) as this machine sees it."
@@ -87,21 +91,14 @@ def check_epochs(epochs: Sequence[EpochLora], where: str) -> None:
             )
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """Refuse an output path that is a file before any rendering, not with a traceback after it."""
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise UserInputError(f"{out_dir} is a file, not a folder; choose another output folder for the preview.")
-
-
 def checkpoint_family(spec: JobSpec) -> str | None:
     """The family of the checkpoint the preview renders with, where this process can read it (diffusers)."""
     if spec.backend.kind not in ("diffusers", "ray"):  # ray: diffusers in actors, same checkpoint path
         return None  # a WebUI's checkpoint files are its own; the WebUI itself reports a mismatch
     try:
-        from .backends.diffusers import checkpoint_family as family_of
         from .backends.diffusers import resolve_checkpoint
 
-        return family_of(resolve_checkpoint(spec.model.checkpoint))
+        return file_family(resolve_checkpoint(spec.model.checkpoint).path)
     except Exception:  # missing torch/diffusers or a missing checkpoint: the backend's preflight says which
         return None
 
@@ -117,31 +114,6 @@ def check_families(epochs: Sequence[EpochLora], model_family: str | None, checkp
                 f"{FAMILY_NAMES.get(model_family, model_family)}; render with a checkpoint of the LoRA's base model "
                 "(--model)."
             )
-
-
-# --------------------------------------------------------------------------- frames
-
-
-@dataclass
-class PreviewColumn:
-    frame: int
-    init: Image.Image
-    control: Image.Image
-
-
-def read_columns(spec: JobSpec, frames: Sequence[int]) -> list[PreviewColumn]:
-    """The chosen frames fitted to the job size, with their canny maps, as the job would make them."""
-    wanted = set(frames)
-    found: dict[int, PreviewColumn] = {}
-    info = probe(spec.source.path, spec.source.sequence_fps)
-    for frame in iter_frames(spec.source.path, spec.source, info):
-        if frame.index in wanted:
-            fitted = fit_frame(frame.image, spec.size.width, spec.size.height, spec.size.fit)
-            control = control_for_spec(fitted, spec.controlnet)
-            found[frame.index] = PreviewColumn(frame.index, Image.fromarray(fitted), Image.fromarray(control))
-            if len(found) == len(wanted):
-                break
-    return [found[index] for index in sorted(found)]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -163,27 +135,6 @@ def _stage_for(spec: JobSpec, lora_dir: Path | None, auth: str | None) -> LoraSt
     return None
 
 
-def preview_request(spec: JobSpec, column: PreviewColumn, loras: list[LoraRef]) -> Img2ImgRequest:
-    return Img2ImgRequest(
-        frame_index=column.frame,
-        init_image=column.init,
-        control_image=column.control,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        checkpoint=spec.model.checkpoint,
-        loras=loras,
-        controlnet=spec.controlnet,
-        width=spec.size.width,
-        height=spec.size.height,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=frame_seed(spec, column.frame, 0),  # one seed per frame, the same for every epoch
-    )
-
-
 def _render_cells(
     spec: JobSpec,
     columns: list[PreviewColumn],
@@ -200,7 +151,7 @@ def _render_cells(
         row = []
         for column in columns:
             if cancel.cancelled:
-                raise Cancelled("Preview cancelled; nothing was written.")
+                raise Cancelled(CANCELLED)
             loras = list(spec.model.loras) + [LoraRef(name=name, weight=weight)]
             image = backend.img2img(preview_request(spec, column, loras)).image.convert("RGB")
             # Kept at cell size only: many epochs x frames at full size would hold hundreds of MB.
@@ -245,64 +196,34 @@ def render_epoch_preview(
     chosen = choose_frames(spec.source.path, spec.source, spec.controlnet, frames, count)
     columns = read_columns(spec, chosen)
     stage = _stage_for(spec, webui_lora_dir, webui_auth)
-    backend: Backend | None = None
     staged: list[str] = []
     try:
-        if stage is not None:
-            staged = stage.offer((staged_name(run_label, e.epoch), e.path) for e in epochs)
-            names = staged
-        else:
-            names = [str(e.path) for e in epochs]
-        # The first epoch stands in for all in preflight, which then checks the LoRA route too.
-        checked = spec.with_overrides(
-            {"model.loras": [*(r.dict() for r in spec.model.loras), {"name": names[0], "weight": lora_weight}]}
-        )
-        on_status = lambda msg: on_event(RenderEvent("status", "render", message=msg))  # noqa: E731
-        if backend_factory is not None:
-            backend = backend_factory(checked, on_status)
-        else:
-            backend = create_backend(checked, on_status, webui_auth=webui_auth)
-        on_event(RenderEvent("stage", "preflight", message=f"checking the {backend.name} backend"))
-        backend.preflight()
-        cells = _render_cells(spec, columns, names, lora_weight, backend, cancel, on_event)
-    except (KeyboardInterrupt, Cancelled):
-        if backend is not None:
-            backend.interrupt()
-        raise Cancelled("Preview cancelled; nothing was written.") from None
+        # The backend closes before the stage takes the epochs away again.
+        with PreviewBackend(on_event, backend_factory, webui_auth) as session:
+            if stage is not None:
+                staged = stage.offer((staged_name(run_label, e.epoch), e.path) for e in epochs)
+                names = staged
+            else:
+                names = [str(e.path) for e in epochs]
+            # The first epoch stands in for all in preflight, which then checks the LoRA route too.
+            checked = spec.with_overrides(
+                {"model.loras": [*(r.dict() for r in spec.model.loras), {"name": names[0], "weight": lora_weight}]}
+            )
+            backend = session.open(checked)
+            cells = _render_cells(spec, columns, names, lora_weight, backend, cancel, on_event)
     finally:
-        if backend is not None:
-            backend.close()
         if stage is not None:
             stage.close()
     cell = preview_cell_size(spec.size.width, spec.size.height)
     grid = draw_grid(columns, epochs, cells, cell)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grid_path, html_path = out_dir / f"{name}.png", out_dir / f"{name}.html"
-    with atomic_path(grid_path) as tmp:
-        grid.save(tmp, format="PNG")
-    write_text(html_path, page_html(spec, columns, epochs, cells, cell, title or name, lora_weight))
+    page = page_html(spec, columns, epochs, cells, cell, title or name, lora_weight)
+    grid_path, html_path = write_preview(out_dir, name, grid, page)
     return EpochPreview(
         grid_path, html_path, [c.frame for c in columns], [e.epoch for e in epochs], cell, spec.sampling.seed, staged
     )
 
 
 # --------------------------------------------------------------------------- grid image
-
-
-def preview_cell_size(width: int, height: int) -> tuple[int, int]:
-    scale = min(1.0, MAX_CELL / float(max(width, height)))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans from matplotlib (installed with it), so labels scale; Pillow's bitmap font otherwise."""
-    try:
-        from matplotlib import font_manager
-
-        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
-    except (ImportError, OSError, ValueError):
-        return ImageFont.load_default()
 
 
 def row_labels(epochs: Sequence[EpochLora]) -> list[tuple[str, str]]:
@@ -324,35 +245,7 @@ def draw_grid(
     return draw_rows([f"frame {c.frame}" for c in columns], row_labels(epochs), rows, cell)
 
 
-def draw_rows(
-    headers: Sequence[str],
-    labels: Sequence[tuple[str, str]],
-    rows: Sequence[Sequence[Image.Image]],
-    cell: tuple[int, int],
-) -> Image.Image:
-    """A labelled grid: one header per column, a (title, detail) label per row, cells scaled to `cell`."""
-    cw, ch = cell
-    grid = Image.new("RGB", (LABEL_WIDTH + cw * len(headers), HEADER_HEIGHT + ch * len(rows)), BACKGROUND)
-    draw = ImageDraw.Draw(grid)
-    big, small = _font(16), _font(13)
-    for x, header in enumerate(headers):
-        draw.text((LABEL_WIDTH + x * cw + 6, 8), header, fill=TEXT, font=big)
-    for y, ((title, detail), images) in enumerate(zip(labels, rows, strict=False)):
-        top = HEADER_HEIGHT + y * ch
-        draw.text((8, top + 8), title, fill=TEXT, font=big)
-        draw.text((8, top + 30), detail, fill=MUTED, font=small)
-        for x, image in enumerate(images):
-            grid.paste(image.convert("RGB").resize(cell, Image.Resampling.LANCZOS), (LABEL_WIDTH + x * cw, top))
-    return grid
-
-
 # --------------------------------------------------------------------------- page
-
-
-def _data_uri(image: Image.Image, cell: tuple[int, int]) -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").resize(cell, Image.Resampling.LANCZOS).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def page_html(
@@ -375,41 +268,10 @@ def page_html(
         f"ControlNet {f'weight {spec.controlnet.weight:g}' if spec.controlnet.enabled else 'off'}, "
         f"{spec.size.width}x{spec.size.height}"
     )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{esc(title)}: epochs on your video</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 2px; vertical-align: top; }}
-th.row {{ text-align: left; min-width: 12em; padding-right: 1em; }} th.row span {{ color: #666; font-weight: normal; }}
-code {{ font-size: 0.75em; font-weight: normal; }}
-</style></head><body>
-<h1>{esc(title)}: every saved epoch on frames of {esc(Path(spec.source.path).name)}</h1>
+    body = f"""<h1>{esc(title)}: every saved epoch on frames of {esc(Path(spec.source.path).name)}</h1>
 <p>Each row renders the same frames with the same seed and settings; only the epoch differs.
 The validation loss is shown beside each row as one more piece of evidence: the lowest loss is not
 always the epoch that looks best on your video, so judge the faces, outfits and small figures yourself.</p>
 <p>Settings: {esc(settings)}.</p>
-{table}
-</body></html>
-"""
-
-
-def grid_table(
-    headers: Sequence[str],
-    labels: Sequence[tuple[str, str]],
-    rows: Sequence[Sequence[Image.Image]],
-    notes: Sequence[str],
-    cell: tuple[int, int],
-) -> str:
-    """The grid as an HTML table with its cells inlined (data: URIs), for a page that links nothing."""
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = []
-    for (label, detail), images, note in zip(labels, rows, notes, strict=False):
-        imgs = "".join(
-            f'<td><img src="{_data_uri(image, cell)}" alt="{esc(label)}, {esc(h)}" '
-            f'width="{cell[0]}" height="{cell[1]}"></td>'
-            for image, h in zip(images, headers, strict=False)
-        )
-        extra = f"<br><code>{esc(note)}</code>" if note else ""
-        body.append(f'<tr><th class="row">{esc(label)}<br><span>{esc(detail)}</span>{extra}</th>{imgs}</tr>')
-    return f"<table><tr><th></th>{head}</tr>\n{''.join(body)}\n</table>"
+{table}"""
+    return preview_page(f"{title}: epochs on your video", body, 12, "code { font-size: 0.75em; font-weight: normal; }")

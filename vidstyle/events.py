@@ -1,4 +1,5 @@
-"""The one progress event every long task reports through (render loop, encoding, previews).
+"""The one progress event every long task reports through (render loop, encoding, previews,
+dataset prep and LoRA training).
 
 A task takes an `EventCallback` and calls it with ProgressEvents; the CLI prints them, the
 tab and the API status read them through the job manager. Nothing here prints or blocks.
@@ -15,7 +16,11 @@ from typing import Any, Literal
 # "warning": something the user should know that did not stop the task (audio dropped);
 # "done": the task finished.
 EventKind = Literal["stage", "frame", "progress", "failed", "status", "warning", "done"]
-Stage = Literal["prepare", "preflight", "render", "finish"]
+# Stages of a video job: "prepare", "preflight", "render", "finish". Stages of the trainer:
+# "dataset" is dataset prep (trainer.dataset.prepare; done/total count images, the message
+# names the step: analysing, tagging), "train" is one sd-scripts run (trainer.launch.train;
+# done/total count optimization steps, with epoch / total_epochs / loss).
+Stage = Literal["prepare", "preflight", "render", "finish", "dataset", "train"]
 
 
 @dataclass
@@ -32,6 +37,10 @@ class ProgressEvent:
     frame_fraction: float | None = None  # with "progress" in "render": how far the current frame is
     # with "frame": per-worker progress of a backend that has workers (Ray), as plain dicts
     workers: list[dict[str, Any]] | None = None
+    # with "train": the epoch running and of how many, and sd-scripts' average loss (avr_loss)
+    epoch: int | None = None
+    total_epochs: int | None = None
+    loss: float | None = None
 
 
 EventCallback = Callable[[ProgressEvent], None]

@@ -20,8 +20,9 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from filelock import FileLock, Timeout
 from . import atomic
 from .control import canny_map
 from .errors import JobStateError, MediaError, OutputError, UserInputError
+from .events import EventCallback, ProgressEvent, ignore_event
 from .imageio import write_png
 from .ledger import Ledger
 from .overrides import read_toml
@@ -46,7 +48,6 @@ LOCK_WAIT_SECONDS = 2.0
 # corrected `stylize` may replace it without touching anything else.
 _JOB_FILES = ("job.toml", "ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "ledger.sqlite-journal")
 _DERIVED_DIRS = ("src", "control", "out", "history", "report")
-PrepareCallback = Callable[[int, int | None], None]
 
 
 @dataclass
@@ -365,16 +366,17 @@ def source_info(job: Job) -> VideoInfo:
     return probe(job.spec.source.path, sequence_fps=job.spec.source.sequence_fps)
 
 
-def prepare(
-    job: Job, on_progress: PrepareCallback | None = None, should_stop: Callable[[], bool] = lambda: False
-) -> int:
-    """Decode the selection once: fitted source frames and canny maps into the job folder.
+@dataclass
+class Preparation:
+    """A selection about to be decoded into src/ and control/ (see `prepare`)."""
 
-    Resumable: frames already written are skipped (decode is cheap next to rendering),
-    and the ledger marks the stage complete only after the last frame.
-    """
-    if job.prepared:
-        return job.ledger.frame_count()
+    source: Path
+    info: VideoInfo
+    estimated_frames: int | None  # the selection's frame count when the container tells it
+
+
+def start_preparation(job: Job) -> Preparation:
+    """Check the source is still there and record the selection's fps and time range."""
     spec = job.spec
     source = Path(spec.source.path)
     if not source.exists():
@@ -387,55 +389,73 @@ def prepare(
             "selection": {"start": selection.start_time, "end": selection.end_time},
         }
     )
-    total = getattr(selection, "frame_count", None)
-    count = _write_selection(job, iter_frames(source, spec.source, info=info), total, on_progress, should_stop)
+    return Preparation(source, info, getattr(selection, "frame_count", None))
+
+
+def finish_preparation(job: Job, preparation: Preparation, count: int) -> None:
+    """Mark the stage complete, only after the last frame is on disk and in the ledger."""
+    if count == 0:
+        raise MediaError(f"The selection of {preparation.source} holds no frames; widen the time or frame range.")
+    job.ledger.set_metas({"prepared": True, "frame_count": count})
+
+
+def prepare(job: Job, on_event: EventCallback = ignore_event, should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Decode the selection once: fitted source frames and canny maps into the job folder.
+
+    Resumable: frames already written are skipped (decode is cheap next to rendering),
+    and the ledger marks the stage complete only after the last frame.
+    """
+    if job.prepared:
+        return job.ledger.frame_count()
+    preparation = start_preparation(job)
+    rows: list[FrameRowData] = []
+    count = 0
+    for row in prepared_rows(job, preparation, should_stop):
+        rows.append(row)
+        count += 1
+        if len(rows) >= 64:
+            job.ledger.add_frames(rows)
+            rows = []
+        total = preparation.estimated_frames or 0
+        on_event(ProgressEvent("stage", "prepare", count, total, message="decoding frames and canny maps"))
+    job.ledger.add_frames(rows)
     if should_stop():
         return count
-    if count == 0:
-        raise MediaError(f"The selection of {source} holds no frames; widen the time or frame range.")
-    job.ledger.set_metas({"prepared": True, "frame_count": count})
+    finish_preparation(job, preparation, count)
     return count
 
 
-def _write_selection(
-    job: Job,
-    frames: Iterable[Any],
-    total: int | None,
-    on_progress: PrepareCallback | None,
-    should_stop: Callable[[], bool],
-) -> int:
-    """Fit, canny and PNG-encode on two threads while the main thread decodes.
+# (idx, source_index, time): a prepared frame's ledger row
+FrameRowData = tuple[int, int, float]
 
-    OpenCV releases the GIL, so this uses both cores; at most a few frames are in flight,
-    so memory does not grow with the video's length.
+
+def prepared_rows(job: Job, preparation: Preparation, should_stop: Callable[[], bool]) -> Iterator[FrameRowData]:
+    """Each frame's ledger row once its PNGs are written, in frame order; never touches the ledger,
+    so it may run on another thread than the job's.
+
+    Fit, canny and PNG encoding run on two threads while this one decodes. OpenCV releases the
+    GIL, so this uses both cores; at most a few frames are in flight, so memory does not grow
+    with the video's length.
     """
-    rows: list[tuple[int, int, float]] = []
-    pending: deque[tuple[Future[None], tuple[int, int, float]]] = deque()
-    count = 0
-
-    def settle(limit: int) -> None:
-        nonlocal count, rows
-        while len(pending) > limit:
-            future, row = pending.popleft()
-            future.result()
-            rows.append(row)
-            count += 1
-            if len(rows) >= 64:
-                job.ledger.add_frames(rows)
-                rows = []
-            if on_progress:
-                on_progress(count, total)
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidstyle-prepare") as pool:
+    frames = iter_frames(preparation.source, job.spec.source, info=preparation.info)
+    pending: deque[tuple[Future[None], FrameRowData]] = deque()
+    # closing(): a decoder stopped early is released here, on this thread, not whenever it is collected.
+    with closing(frames), ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidstyle-prepare") as pool:
         for frame in frames:
             if should_stop():
                 break
             future = pool.submit(_write_prepared_frame, job, frame.index, frame.image)
             pending.append((future, (frame.index, frame.source_index, frame.time)))
-            settle(limit=4)
-        settle(limit=0)
-    job.ledger.add_frames(rows)
-    return count
+            while len(pending) > 4:
+                yield _settled(pending)
+        while pending:
+            yield _settled(pending)
+
+
+def _settled(pending: deque[tuple[Future[None], FrameRowData]]) -> FrameRowData:
+    future, row = pending.popleft()
+    future.result()
+    return row
 
 
 def _write_prepared_frame(job: Job, idx: int, image: Any) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import atomic
-from .coherence import NOTES_META, deflicker_stream, job_scenes
+from .coherence import NOTES_META, job_scenes
+from .deflicker import deflicker_frames
 from .errors import JobStateError
 from .events import EventCallback, ProgressEvent, ignore_event
+from .frame_feed import FeedAborted, FrameFeed, SignedFrames, read_signed
 from .imageio import read_png
 from .job import Job
 from .report_html import write_report_html
-from .video import encode_video
+from .video import EncodeReport, encode_video
 
 CONTACT_SHEET_TILES = 16
 
@@ -32,13 +37,21 @@ def _frame_paths(job: Job, folder: str) -> list[Path]:
     return [job.root / folder / f"{idx:06d}.png" for idx in range(job.ledger.frame_count())]
 
 
-def _result_frames(job: Job) -> Iterable[Any]:
+def _scene_starts(job: Job) -> list[int]:
+    return [start for start, _ in job_scenes(job)]
+
+
+def _result_frames(job: Job, frames: Iterable[np.ndarray], scene_starts: list[int]) -> Iterable[np.ndarray]:
     """What result.mp4 shows: out/ as rendered, or deflickered while encoding (out/ is left as it is)."""
-    paths = _frame_paths(job, "out")
     coh = job.spec.coherence
-    if not coh.deflicker or len(paths) < 2:
-        return paths
-    return deflicker_stream(paths, read_png, coh.deflicker_window, job_scenes(job))
+    if not coh.deflicker:
+        return frames
+    return deflicker_frames(frames, coh.deflicker_window, scene_starts)
+
+
+def _out_frames(job: Job) -> Iterator[np.ndarray]:
+    for path in _frame_paths(job, "out"):
+        yield read_png(path)
 
 
 def _coherence_report(job: Job, frames: list[Any]) -> dict[str, Any]:
@@ -54,9 +67,10 @@ def _coherence_report(job: Job, frames: list[Any]) -> dict[str, Any]:
     }
 
 
-def _side_by_side(job: Job) -> Iterator[np.ndarray]:
-    for idx in range(job.ledger.frame_count()):
-        yield np.hstack([read_png(job.src_path(idx)), read_png(job.control_path(idx)), read_png(job.out_path(idx))])
+def _side_by_side(job: Job, outputs: Iterable[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+    """compare.mp4's frames: source | canny | result."""
+    for idx, output in outputs:
+        yield np.hstack([read_png(job.src_path(idx)), read_png(job.control_path(idx)), output])
 
 
 def _audio_args(job: Job) -> dict[str, Any]:
@@ -158,43 +172,143 @@ def _warner(on_event: EventCallback, name: str) -> Callable[[str], None]:
     return lambda message: on_event(ProgressEvent("warning", "finish", message=f"{name}: {message}"))
 
 
-def write_outputs(job: Job, on_event: EventCallback = ignore_event) -> dict[str, Any]:
-    """Encode result.mp4 and compare.mp4, then the report; progress and encoder warnings
-    (audio dropped, frames padded) go to `on_event`."""
+@dataclass
+class EncodedVideos:
+    """result.mp4 and compare.mp4 as encoded, and the encoder's warnings for the user."""
+
+    result: EncodeReport
+    compare: EncodeReport
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _EncodeSettings:
+    """What both encodes take from the job, read once on the calling thread (the ledger is not
+    shared with encoder threads)."""
+
+    fps: float
+    crf: int
+    preset: str
+    audio: dict[str, Any]
+
+    @classmethod
+    def of(cls, job: Job) -> _EncodeSettings:
+        return cls(job.fps, job.spec.encode.crf, job.spec.encode.preset, _audio_args(job))
+
+    def encode(
+        self, frames: Iterable[np.ndarray], path: Path, on_warning: Callable[[str], None] | None = None
+    ) -> EncodeReport:
+        return encode_video(
+            frames, path, fps=self.fps, on_warning=on_warning, crf=self.crf, preset=self.preset, **self.audio
+        )
+
+
+def encode_outputs(job: Job, on_event: EventCallback = ignore_event) -> EncodedVideos:
+    """Encode result.mp4 and compare.mp4 from out/, with a progress event per frame."""
+    total = job.ledger.frame_count()
+    settings = _EncodeSettings.of(job)
+    result = settings.encode(
+        _counted(_result_frames(job, _out_frames(job), _scene_starts(job)), "result.mp4", total, on_event),
+        job.result_path,
+        on_warning=_warner(on_event, "result.mp4"),
+    )
+    # compare.mp4 carries the same audio: its warnings would repeat result.mp4's.
+    compare = settings.encode(
+        _counted(_side_by_side(job, enumerate(_out_frames(job))), "compare.mp4", total, on_event), job.compare_path
+    )
+    return EncodedVideos(result, compare)
+
+
+class EncodeFollower:
+    """Encodes result.mp4 and compare.mp4 on two threads while the job renders, a few frames
+    behind the backend, so the finish stage does not start encoding from frame 0.
+
+    Each video is published (renamed into place) only after `close(publish=True)` found every
+    frame it read unchanged; otherwise both are dropped and `videos()` is None, and the finish
+    stage encodes as before. Nothing here touches the ledger.
+    """
+
+    def __init__(self, job: Job, feed: FrameFeed) -> None:
+        self._job, self._feed = job, feed
+        self._settings = _EncodeSettings.of(job)
+        self._starts = _scene_starts(job)
+        self._read = SignedFrames()
+        self._warnings: list[str] = []
+        self._reports: dict[str, EncodeReport] = {}
+        self._threads = [
+            threading.Thread(target=self._encode, args=(name,), name=f"vidstyle-encode-{name}", daemon=True)
+            for name in ("result", "compare")
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _outputs(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Each frame's output once it is done, then a wait until the frames are final."""
+        for idx in self._feed.iter_done():
+            path = self._job.out_path(idx)
+            image, signature = read_signed(path)
+            self._read.record(idx, path, signature)
+            yield idx, image
+        self._feed.wait_sealed()
+
+    def _encode(self, name: str) -> None:
+        try:
+            if name == "result":
+                frames = _result_frames(self._job, (image for _, image in self._outputs()), self._starts)
+                warn = lambda message: self._warnings.append(f"result.mp4: {message}")  # noqa: E731
+                self._reports[name] = self._settings.encode(frames, self._job.result_path, on_warning=warn)
+            else:
+                self._reports[name] = self._settings.encode(
+                    _side_by_side(self._job, self._outputs()), self._job.compare_path
+                )
+        except FeedAborted:
+            return
+        except Exception:  # noqa: BLE001 - the finish stage encodes again and reports the error to the user
+            return
+
+    def close(self, publish: bool) -> None:
+        """Let the encoders publish (when asked and no frame they read has changed since), else stop them."""
+        if publish and not self._read.changed():
+            self._feed.seal()
+        else:
+            self._feed.abort()
+
+    def videos(self) -> EncodedVideos | None:
+        """Wait for both encoders; what they published, or None when either did not finish."""
+        for thread in self._threads:
+            thread.join()
+        if self._feed.aborted or set(self._reports) != {"result", "compare"}:
+            return None
+        return EncodedVideos(self._reports["result"], self._reports["compare"], list(self._warnings))
+
+
+def write_outputs(
+    job: Job, on_event: EventCallback = ignore_event, encoded: EncodedVideos | None = None
+) -> dict[str, Any]:
+    """Encode result.mp4 and compare.mp4 (unless `encoded` while rendering), then the report;
+    progress and encoder warnings (audio dropped, frames padded) go to `on_event`."""
     counts = job.ledger.counts()
     total = job.ledger.frame_count()
     if counts["done"] != total:
         raise JobStateError(
             f"{counts['pending'] + counts['failed']} frames are not rendered yet; resume the job first."
         )
-    audio = _audio_args(job)
-    crf, preset = job.spec.encode.crf, job.spec.encode.preset
-    result = encode_video(
-        _counted(_result_frames(job), "result.mp4", total, on_event),
-        job.result_path,
-        fps=job.fps,
-        on_warning=_warner(on_event, "result.mp4"),
-        crf=crf,
-        preset=preset,
-        **audio,
-    )
-    # compare.mp4 carries the same audio: its warnings would repeat result.mp4's.
-    encode_video(
-        _counted(_side_by_side(job), "compare.mp4", total, on_event),
-        job.compare_path,
-        fps=job.fps,
-        crf=crf,
-        preset=preset,
-        **audio,
-    )
+    if encoded is None:
+        encoded = encode_outputs(job, on_event)
+    else:
+        for warning in encoded.warnings:
+            on_event(ProgressEvent("warning", "finish", message=warning))
+    audio, result = _audio_args(job), encoded.result
     if audio["audio_from"] is None:
         note = "none in the source" if job.spec.encode.keep_audio else "left out (keep_audio = false)"
     else:
         note = result.audio_note or ("kept" if result.audio_kept else "dropped")
     job.report_dir.mkdir(exist_ok=True)
-    contact_sheet(_frame_paths(job, "out"), job.report_dir / "contact_sheet.png")
-    report = build_report(job, note)
-    atomic.write_text(job.report_dir / "report.json", json.dumps(report, indent=2, default=str))
-    atomic.write_text(job.report_dir / "report.md", report_markdown(report))
-    write_report_html(job, report)
+    # The contact sheet and the page's frame copies are made on two threads while this one plots.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vidstyle-report") as pool:
+        sheet = pool.submit(contact_sheet, _frame_paths(job, "out"), job.report_dir / "contact_sheet.png")
+        report = build_report(job, note)
+        atomic.write_text(job.report_dir / "report.json", json.dumps(report, indent=2, default=str))
+        atomic.write_text(job.report_dir / "report.md", report_markdown(report))
+        write_report_html(job, report, pool=pool, before_page=sheet.result)
     return report

@@ -10,7 +10,10 @@ it wherever a spec enters: a submitted job, an upload, the overrides of a redo.
 * model_dirs: checkpoints, LoRAs and ControlNets are given by name, never as paths; for the
   diffusers backend a name resolves inside these folders (symlinks and '..' followed);
 * webui_auth: the user:password for those WebUIs; it never enters a spec or a job folder;
-* limits: upload size, JSON body size, queued jobs, and frames x pixels per job.
+* allow_compile / memory_modes: the diffusers options a client may turn on (torch.compile
+  costs minutes of the server's CPU/GPU, so it is off unless the operator allows it);
+* limits: upload size, JSON body size, queued jobs, and frames x pixels per job, where a
+  job with repair on counts each frame as often as repair may render it (renders_per_frame).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from .spec import JobSpec
 MIB = 1024 * 1024
 TINY_MODEL = "tiny"  # the built-in random-weight test model (vidstyle.tiny_models)
 BackendKind = Literal["diffusers", "webui_api", "webui_local", "passthrough"]
+# spec.BackendSpec.memory_mode's values (tests/test_policy_limits.py checks they match).
+MemoryMode = Literal["auto", "none", "model_offload", "sequential_offload"]
+MEMORY_MODES: tuple[MemoryMode, ...] = ("auto", "none", "model_offload", "sequential_offload")
+# Kinds that read backend.memory_mode and backend.compile; the others ignore both.
+_DIFFUSERS_KINDS = ("diffusers", "ray")
 # File names a model may be named by without its suffix, as the WebUI lists them.
 _SUFFIXES = {
     "checkpoint": ("", ".safetensors"),
@@ -55,6 +63,15 @@ class ServerPolicy(BaseModel):
     webui_urls: list[str] = Field(default_factory=list, description="WebUI servers webui_api jobs may use.")
     webui_auth: SecretStr | None = Field(default=None, description="user:password for those WebUIs (--api-auth).")
     model_dirs: list[Path] = Field(default_factory=list, description="Folders diffusers model names resolve in.")
+    allow_compile: bool = Field(
+        default=False,
+        description="Whether diffusers jobs may set backend.compile (torch.compile: minutes of CPU/GPU per job).",
+    )
+    memory_modes: list[MemoryMode] = Field(
+        default_factory=lambda: list(MEMORY_MODES),
+        min_items=1,
+        description="backend.memory_mode values diffusers jobs may pick (all are safe; default: all).",
+    )
     max_upload_bytes: int = Field(default=4096 * MIB, ge=1, description="Largest video upload.")
     max_body_bytes: int = Field(default=1 * MIB, ge=1024, description="Largest JSON request body.")
     max_queued_jobs: int = Field(default=16, ge=1, description="Jobs waiting or rendering at once.")
@@ -116,6 +133,7 @@ class ServerPolicy(BaseModel):
             raise PolicyError(
                 f"This server does not let clients choose the '{kind}' backend; use one of: {', '.join(self.backends)}."
             )
+        self._check_diffusers_options(spec)
         overrides: dict[str, Any] = {}
         if kind == "webui_api":
             overrides["backend.webui_urls"] = self._allowed_urls(spec.backend.webui_urls)
@@ -148,6 +166,7 @@ class ServerPolicy(BaseModel):
         return {key: value for key, value in out.items() if value != _get(spec, key)}
 
     def check_size(self, frames: int, width: int, height: int) -> None:
+        """Frames rendered once each (a preview): frames x pixels within max_job_megapixels."""
         megapixels = frames * width * height / 1e6
         if megapixels > self.max_job_megapixels:
             raise PolicyError(
@@ -155,7 +174,38 @@ class ServerPolicy(BaseModel):
                 f"takes at most {self.max_job_megapixels:,.0f}; shorten the selection or lower the size."
             )
 
+    def check_job_size(self, spec: JobSpec, frames: int) -> None:
+        """A job's (or a redo's) worst case within max_job_megapixels: each frame counts renders_per_frame times."""
+        renders = renders_per_frame(spec)
+        if renders == 1:
+            self.check_size(frames, spec.size.width, spec.size.height)
+            return
+        width, height = spec.size.width, spec.size.height
+        megapixels = frames * renders * width * height / 1e6
+        if megapixels > self.max_job_megapixels:
+            raise PolicyError(
+                f"This job has {frames} frames of {width}x{height} with repair on, which counts each frame "
+                f"{renders} times (one render, up to {spec.repair.max_attempts} repair attempts, one re-render "
+                f"after a repaired neighbour), {megapixels:,.0f} megapixels in all; this server takes at most "
+                f"{self.max_job_megapixels:,.0f}; lower repair.max_attempts, turn repair off, shorten the "
+                "selection or lower the size."
+            )
+
     # -- internals -----------------------------------------------------------------------------
+    def _check_diffusers_options(self, spec: JobSpec) -> None:
+        if spec.backend.kind not in _DIFFUSERS_KINDS:
+            return
+        if spec.backend.compile and not self.allow_compile:
+            raise PolicyError(
+                "This server does not let clients turn on backend.compile (torch.compile costs minutes of its "
+                "CPU/GPU); set it to false, or ask its operator (vidstyle serve --allow-compile)."
+            )
+        if spec.backend.memory_mode not in self.memory_modes:
+            raise PolicyError(
+                f"This server does not let clients pick backend.memory_mode '{spec.backend.memory_mode}'; "
+                f"use one of: {', '.join(self.memory_modes)}."
+            )
+
     def _allowed_urls(self, urls: Sequence[str]) -> list[str]:
         if not self.webui_urls:
             raise PolicyError(
@@ -183,6 +233,13 @@ class ServerPolicy(BaseModel):
         raise SpecError(
             f"{key}: {what} '{name[:100]}' is not in this server's model folders; name a file or folder found there."
         )
+
+
+def renders_per_frame(spec: JobSpec) -> int:
+    """How often a job may render each frame at worst: once; with repair on, also every repair
+    attempt (a frame may stay suspect through all of them) and once more as a follower that
+    is made again from a repaired frame's output (repair.py: flow chains, keyframe fills)."""
+    return 2 + spec.repair.max_attempts if spec.repair.enabled else 1
 
 
 def check_model_name(key: str, name: str) -> None:

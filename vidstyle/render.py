@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import io
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -33,13 +31,20 @@ from .backends.base import (
     renders_at_once,
     set_frame_progress,
 )
+from .background_prepare import BackgroundPrepare, prepares_while_rendering
 from .errors import BackendError, Cancelled, JobStateError, SpecError
 from .events import EventCallback, ProgressEvent, ignore_event, status_reporter
-from .imageio import read_png, write_png
+from .flow_prefetch import SourceFlows
+from .frame_feed import FrameFeed
+from .imageio import decode_png, read_png, write_png
 from .infotext import build_parameters
 from .job import Job, check_new_job, create_job, prepare
 from .ledger import FrameRow
+from .ordered_turns import OrderedTurns
 from .spec import JobSpec, frame_seed
+
+if TYPE_CHECKING:
+    from .scores import Measurements
 
 # The render loop's events are the project's one progress event; the old name stays for callers.
 RenderEvent = ProgressEvent
@@ -157,50 +162,6 @@ class _Rate:
         return sum(measured) / len(measured) if measured else None
 
 
-class _OrderedSlots:
-    """The backend's slots, handed out in the order frames were queued.
-
-    Each queued frame takes a ticket; its worker reads its inputs, then waits until every
-    earlier ticket has a slot (or gave up) and a slot is free. A plain semaphore lets the
-    thread that finished reading first go first, so with one slot frame 1 could render
-    before frame 0.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self._cond = threading.Condition()
-        self._free = slots
-        self._waiting: set[int] = set()
-        self._next_ticket = 0
-
-    def ticket(self) -> int:
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._waiting.add(ticket)
-            return ticket
-
-    def withdraw(self, ticket: int) -> None:
-        """A frame that will not take its slot (failed or cancelled before) lets later ones pass."""
-        with self._cond:
-            if ticket in self._waiting:
-                self._waiting.discard(ticket)
-                self._cond.notify_all()
-
-    @contextmanager
-    def turn(self, ticket: int) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: self._free > 0 and min(self._waiting) == ticket)
-            self._waiting.discard(ticket)
-            self._free -= 1
-            self._cond.notify_all()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._free += 1
-                self._cond.notify_all()
-
-
 # Redo may change how a frame is sampled, not what was prepared for the whole job: these are
 # the only fields (a trailing '.' takes a whole section) whose value may differ between a
 # redo's spec and the job's. Anything not listed, including fields added later, stays fixed.
@@ -270,9 +231,9 @@ def build_request(
     """The request for one frame; `guided`: a flow/keyframe init (the source frame travels beside it)."""
     init_png = job.src_path(row.idx).read_bytes()
     control_png = job.control_path(row.idx).read_bytes()
-    with Image.open(io.BytesIO(init_png)) as src, Image.open(io.BytesIO(control_png)) as control:
-        init_image = src.convert("RGB")
-        control_image = control.convert("RGB")
+    # OpenCV decodes these without the GIL, several times faster than Pillow (the same pixels).
+    init_image = Image.fromarray(decode_png(init_png))
+    control_image = Image.fromarray(decode_png(control_png))
     if guided is not None:
         return replace(
             _request(row, spec, Image.fromarray(guided.init), control_image, None, control_png),
@@ -291,25 +252,9 @@ def _request(
     init_png: bytes | None,
     control_png: bytes,
 ) -> Img2ImgRequest:
-    return Img2ImgRequest(
-        frame_index=row.idx,
-        init_image=init_image,
-        control_image=control_image,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        checkpoint=spec.model.checkpoint,
-        loras=list(spec.model.loras),
-        controlnet=spec.controlnet,
-        width=spec.size.width,
-        height=spec.size.height,
-        denoise=spec.sampling.denoise,
-        steps=spec.sampling.steps,
-        cfg_scale=spec.sampling.cfg_scale,
-        sampler=spec.sampling.sampler,
-        scheduler=spec.sampling.scheduler,
-        seed=frame_seed(spec, row.idx, row.attempt, seed_given=SEED_KEY in row.overrides),
-        init_png=init_png,
-        control_png=control_png,
+    seed = frame_seed(spec, row.idx, row.attempt, seed_given=SEED_KEY in row.overrides)
+    return Img2ImgRequest.for_spec(
+        spec, row.idx, init_image, control_image, seed, init_png=init_png, control_png=control_png
     )
 
 
@@ -325,11 +270,12 @@ def _render_one(
     row: FrameRow,
     spec: JobSpec,
     backend: Backend,
-    slots: _OrderedSlots,
+    slots: OrderedTurns,
     ticket: int,
     rate: _Rate,
     step: coherence.FrameStep | None = None,
     force_render: bool = False,
+    flows: SourceFlows | None = None,
 ) -> _Rendered:
     """Worker thread: read inputs, call the backend, write the output PNG.
 
@@ -344,7 +290,7 @@ def _render_one(
     guided = None
     if step.how in ("flow", "between"):
         started = time.perf_counter()
-        guided = coherence.frame_inputs(step, spec, read_src, read_out, force_render)
+        guided = coherence.frame_inputs(step, spec, read_src, read_out, force_render, flows)
         if guided.finished is not None:  # a keyframe fill: no backend call, so no slot either
             slots.withdraw(ticket)
             seed = frame_seed(spec, row.idx, row.attempt, seed_given=SEED_KEY in row.overrides)
@@ -359,7 +305,11 @@ def _render_one(
         started = time.perf_counter()
         result = backend.img2img(request)
         render_ms = (time.perf_counter() - started) * 1000.0
-    rate.add_render(render_ms / 1000.0)
+        rate.add_render(render_ms / 1000.0)  # before the next frame starts: its progress uses this
+    # Hand the GIL to the thread waiting for the slot before converting the result: the conversion
+    # allocates a new multi-MB buffer while holding the GIL, and first-touch page faults can make
+    # that take tens of ms, all of which the next frame's thread (and the backend) would wait out.
+    time.sleep(0)
     image = result.image.convert("RGB")
     if image.size != (spec.size.width, spec.size.height):
         image = image.resize((spec.size.width, spec.size.height), Image.Resampling.LANCZOS)
@@ -378,14 +328,43 @@ def _mark(job: Job, row: FrameRow, rendered: _Rendered, backend: Backend) -> Non
     job.ledger.mark_done(row.idx, rendered.seed, backend.name, rendered.render_ms, rendered.info)
 
 
+class _PrepareGate:
+    """Which frames a BackgroundPrepare's rows let into the render queue: those still to render."""
+
+    def __init__(self, job: Job, feed: BackgroundPrepare, todo: list[int]) -> None:
+        self._feed = feed
+        self._todo = set(todo)
+        self._known = job.ledger.frame_count()  # prepare inserts rows 0, 1, 2, ... in order
+
+    @property
+    def exhausted(self) -> bool:
+        return self._feed.exhausted
+
+    def admit(self, timeout: float) -> list[int]:
+        rows = self._feed.take(timeout)
+        return [idx for idx, _, _ in rows if idx in self._todo or idx >= self._known]
+
+    def total(self) -> int:
+        """The job's frame count: the selection's estimate until the last frame is prepared."""
+        if self._feed.exhausted:
+            return self._feed.count
+        return max(self._feed.count, self._known, self._feed.estimated_frames or 0)
+
+
 def render_pending(
     job: Job,
     backend: Backend,
     on_event: EventCallback = ignore_event,
     cancel: CancelToken | None = None,
     max_retries: int = 2,
+    on_done: Callable[[int], None] | None = None,
+    prepare_feed: BackgroundPrepare | None = None,
 ) -> RenderSummary:
     """Render every frame not yet done; returns what was rendered and what failed.
+
+    `on_done(idx)` hears of each frame once its output and ledger row are in place (the
+    threads that score and encode behind the render loop follow it). With `prepare_feed`
+    frames enter as they are prepared (the job's plan must not need later frames).
 
     A frame is queued once the frames it depends on (its coherence plan's chain predecessor,
     keyframes, colour reference) are done; independent frames and separate chains (scenes)
@@ -393,8 +372,11 @@ def render_pending(
     """
     cancel = cancel or CancelToken()
     todo = job.ledger.todo()
-    total = job.ledger.frame_count()
-    done = total - len(todo)
+    gate = _PrepareGate(job, prepare_feed, todo) if prepare_feed is not None else None
+    if gate is not None:
+        todo = []  # each enters once its files are written again (a redo after dropped intermediates)
+    total = gate.total() if gate else job.ledger.frame_count()
+    done = job.ledger.counts()["done"]
     summary = RenderSummary()
     rate = _Rate()
     specs: dict[str, JobSpec] = {}
@@ -418,16 +400,25 @@ def render_pending(
     inflight: dict[Future[_Rendered], FrameRow] = {}
     started = time.monotonic()
     workers = max(1, int(getattr(backend, "concurrency", 1)))
-    slots = _OrderedSlots(workers)
+    slots = OrderedTurns(workers)
     counts = {"done": done, "total": total}
     _attach_frame_progress(backend, on_event, counts, rate)
-    on_event(RenderEvent("stage", "render", done=done, total=total, message=f"{len(todo)} frames to render"))
+    message = "frames render as they are prepared" if gate else f"{len(todo)} frames to render"
+    on_event(RenderEvent("stage", "render", done=done, total=total, message=message))
     # One thread more than backend slots, so reading and writing PNGs overlaps the backend call.
     pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="vidstyle-frame")
+    # Source-to-source flow needs no output: estimated ahead, on a thread of its own, while the backend renders.
+    flows = SourceFlows([plan.steps[idx] for idx in todo], lambda idx: read_png(job.src_path(idx))) if plan else None
     try:
-        while queue or inflight:
+        while queue or inflight or (gate and not gate.exhausted):
             if cancel.cancelled:
                 raise Cancelled(CANCELLED_MESSAGE)
+            if gate is not None and not gate.exhausted:
+                for idx in gate.admit(timeout=0.0 if queue or inflight else 0.25):
+                    pending.add(idx)
+                    waiting[idx] = set()
+                    heapq.heappush(queue, idx)
+                total = counts["total"] = gate.total()
             while queue and len(inflight) < workers + 2:
                 row = job.ledger.frame(heapq.heappop(queue))
                 spec = frame_spec(job, row.overrides, specs)
@@ -436,14 +427,18 @@ def render_pending(
                 # keyframes changed is filled again.
                 force = row.attempt > 0 and followers_of.get(str(row.idx)) != row.attempt
                 ticket = slots.ticket()
-                future = pool.submit(_render_one, job, row, spec, backend, slots, ticket, rate, step, force)
+                future = pool.submit(_render_one, job, row, spec, backend, slots, ticket, rate, step, force, flows)
 
                 def release(_done: Future[_Rendered], ticket: int = ticket) -> None:
                     slots.withdraw(ticket)
 
                 future.add_done_callback(release)
                 inflight[future] = row
-            finished, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
+            if not inflight:
+                continue
+            # While frames are still being prepared, look for new ones often.
+            poll = 0.02 if gate and not gate.exhausted else 0.25
+            finished, _ = wait(list(inflight), timeout=poll, return_when=FIRST_COMPLETED)
             for future in finished:
                 row = inflight.pop(future)
                 try:
@@ -480,6 +475,8 @@ def render_pending(
                         )
                     continue
                 _mark(job, row, rendered, backend)
+                if on_done is not None:
+                    on_done(row.idx)
                 for follower in dependents.pop(row.idx, []):
                     waiting[follower].discard(row.idx)
                     if not waiting[follower]:
@@ -503,6 +500,10 @@ def render_pending(
                         workers=worker_progress(backend),
                     )
                 )
+        # A cancel can stop the preparing thread after the loop's last look at the token: the
+        # loop then ends with frames never prepared, which must not pass for a finished render.
+        if gate is not None and cancel.cancelled:
+            raise Cancelled(CANCELLED_MESSAGE)
     except (KeyboardInterrupt, Cancelled) as stop:
         # Cancelled without our token set came from the backend itself (the WebUI's own
         # Interrupt or Stop generating button): its message says which button stopped the job.
@@ -517,6 +518,8 @@ def render_pending(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if flows is not None:
+            flows.close()
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -667,21 +670,50 @@ def start_job(
 
 
 def _score_and_repair(
-    job: Job, backend: Backend, on_event: EventCallback, cancel: CancelToken, repair: bool, frames: list[int] | None
+    job: Job,
+    backend: Backend,
+    on_event: EventCallback,
+    cancel: CancelToken,
+    repair: bool,
+    frames: list[int] | None,
+    measured: Measurements | None = None,
 ) -> None:
     """Finish stage, before outputs: scores for every frame, then (if asked) repair of the suspects
-    or of the hand-picked `frames` (each gets every attempt of the schedule; the best is kept)."""
+    or of the hand-picked `frames` (each gets every attempt of the schedule; the best is kept).
+    `measured`: what was measured while rendering (only changed frames are measured again)."""
     from .repair import repair_frames, repair_job
     from .scores import score_job
 
     if frames:
-        score_job(job, on_event)
+        score_job(job, on_event, measured)
         repair_frames(job, backend, frames, on_event, cancel, stop_when_good=False)
-        score_job(job, on_event)
+        score_job(job, on_event, measured)
     elif repair:
-        repair_job(job, backend, on_event, cancel)
+        repair_job(job, backend, on_event, cancel, measured=measured)
     else:
-        score_job(job, on_event)
+        score_job(job, on_event, measured)
+
+
+class _Followers:
+    """Scoring and encoding on their own threads, a few frames behind the render loop (frame_feed)."""
+
+    def __init__(self, job: Job, preparing: bool) -> None:
+        from .outputs import EncodeFollower
+        from .report_html import preload_plotting
+        from .scores import ScoreFollower
+
+        known = job.ledger.frame_count()
+        # While frames are still being prepared the count comes later (BackgroundPrepare's on_total).
+        self.feed = FrameFeed(set(range(known)) - set(job.ledger.todo()), None if preparing else known)
+        self.scores = ScoreFollower(job, self.feed)
+        self.encodes = EncodeFollower(job, self.feed)
+        preload_plotting()
+
+    def stop(self) -> None:
+        """The run ends without outputs: the threads drop their work (a sealed feed keeps it)."""
+        self.encodes.close(publish=False)
+        self.encodes.videos()
+        self.scores.join()
 
 
 def run_job(
@@ -700,13 +732,13 @@ def run_job(
     decoded; `preflighted` says the caller already ran it on this backend (start_job).
     `repair`: re-render suspect frames (None: as the job's repair.enabled says); `repair_frames`:
     run the repair schedule on these frames instead (a hand-picked redo, best attempt kept).
+    Scores and the two videos are made while frames render (see _Followers); the finish stage
+    only measures and encodes again what repair changed.
     """
     from .outputs import write_outputs
 
     cancel = cancel or CancelToken()
-
-    def prep_progress(count: int, total: int | None) -> None:
-        on_event(RenderEvent("stage", "prepare", count, total or 0, message="decoding frames and canny maps"))
+    repairs = bool(repair_frames) or (job.spec.repair.enabled if repair is None else repair)
 
     own_backend = backend is None
     if backend is None:
@@ -715,20 +747,39 @@ def run_job(
             on_status=status_reporter(on_event),
             webui_auth=job.webui_auth,
         )
+    encoded = None
+    followers: _Followers | None = None
+    preparing: BackgroundPrepare | None = None
     try:
         if not preflighted:
             preflight(backend, on_event)
-        if not job.prepared:
+        streamed = not job.prepared and prepares_while_rendering(job.spec)
+        if not job.prepared and not streamed:
             on_event(RenderEvent("stage", "prepare", message="decoding frames and canny maps"))
-            prepare(job, on_progress=prep_progress, should_stop=lambda: cancel.cancelled)
+            prepare(job, on_event, should_stop=lambda: cancel.cancelled)
             if cancel.cancelled:
                 raise Cancelled("Cancelled while preparing frames; `vidstyle resume` continues the job.")
-        summary = render_pending(job, backend, on_event, cancel)
-        if finish and not summary.failed:
-            _score_and_repair(
-                job, backend, on_event, cancel, job.spec.repair.enabled if repair is None else repair, repair_frames
-            )
+        if streamed:
+            on_event(RenderEvent("stage", "prepare", message="decoding frames and canny maps as the first ones render"))
+            preparing = BackgroundPrepare(job, should_stop=lambda: cancel.cancelled)
+        if finish:
+            coherence.scene_cuts(job)  # stored before the encoder threads read the scenes
+            followers = _Followers(job, preparing=streamed)
+            if preparing is not None:
+                preparing.on_total = followers.feed.set_total
+        on_done = followers.feed.mark_done if followers else None
+        summary = render_pending(job, backend, on_event, cancel, on_done=on_done, prepare_feed=preparing)
+        if followers is not None and not summary.failed:
+            if not repairs:  # no frame changes any more: the encoders finish while scores are read
+                followers.encodes.close(publish=True)
+            _score_and_repair(job, backend, on_event, cancel, repairs, repair_frames, followers.scores.join())
+            followers.encodes.close(publish=True)
+            encoded = followers.encodes.videos()
     finally:
+        if preparing is not None:
+            preparing.stop()
+        if followers is not None:
+            followers.stop()
         if own_backend:
             backend.close()
     if summary.failed:
@@ -739,7 +790,7 @@ def run_job(
         )
     if finish:
         on_event(RenderEvent("stage", "finish", message="encoding result.mp4, compare.mp4 and the report"))
-        write_outputs(job, on_event)
+        write_outputs(job, on_event, encoded)
     on_event(
         RenderEvent("done", "finish", job.ledger.frame_count(), job.ledger.frame_count(), message=str(job.result_path))
     )

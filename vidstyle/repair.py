@@ -37,7 +37,16 @@ from .render import (
     schedule_followers,
     schedule_redo,
 )
-from .scores import REPAIR_META, FrameScore, edge_score, frame_inputs, link, load_scores, score_job
+from .scores import (
+    REPAIR_META,
+    FrameScore,
+    Measurements,
+    edge_score,
+    frame_inputs,
+    link,
+    load_scores,
+    score_job,
+)
 from .spec import JobSpec, RepairStep, repair_schedule_problem
 
 
@@ -250,14 +259,16 @@ def repair_job(
     on_event: EventCallback = _noop,
     cancel: CancelToken | None = None,
     attempts: int | None = None,
+    measured: Measurements | None = None,
 ) -> RepairResult:
-    """Score the job, repair its suspect frames, then score it again (the flags the summaries show)."""
-    scores = score_job(job, on_event)
+    """Score the job, repair its suspect frames, then score it again (the flags the summaries show).
+    `measured`: what was measured while rendering; only changed frames are measured again."""
+    scores = score_job(job, on_event, measured)
     suspects = sorted(idx for idx, score in scores.items() if score.suspect)
     if not suspects:
         on_event(RenderEvent("stage", "finish", message="repair: no suspect frames"))
         _record(job, RepairResult())
         return RepairResult()
     result = repair_frames(job, backend, suspects, on_event, cancel, stop_when_good=True, attempts=attempts)
-    score_job(job, on_event)
+    score_job(job, on_event, measured)
     return result

@@ -16,7 +16,9 @@ import html
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,40 @@ def _copy_small(source: Path, target: Path) -> bool:
     return True
 
 
+class _Copier:
+    """Makes the page's downscaled frame copies, on a pool's threads when given one (Pillow
+    releases the GIL while it decodes, resizes and encodes), so they overlap the plot."""
+
+    def __init__(self, pool: Executor | None) -> None:
+        self._pool = pool
+        self._futures: list[Future[bool]] = []
+
+    def __call__(self, source: Path, target: Path) -> bool:
+        """Whether the page may show `target` (the source exists); the copy may still be in progress."""
+        if not source.is_file():
+            return False
+        if self._pool is None:
+            return _copy_small(source, target)
+        self._futures.append(self._pool.submit(_copy_small, source, target))
+        return True
+
+    def wait(self) -> None:
+        """Every copy written (raises what a copy raised): only then may the page name them."""
+        for future in self._futures:
+            future.result()
+
+
+def preload_plotting() -> None:
+    """Import matplotlib (about half a second) on a thread while frames render, so the report
+    after the last frame does not wait for it."""
+    threading.Thread(target=_import_plotting, name="vidstyle-preload-plotting", daemon=True).start()
+
+
+def _import_plotting() -> None:
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
 def plot_scores(scores: dict[int, FrameScore], repaired: Sequence[int], frame_count: int, out: Path) -> None:
     """Edge fidelity and warp error over the frames; suspect frames as red crosses, repaired ones as green lines.
 
@@ -211,7 +247,7 @@ def _figure(name: str | None, caption: str) -> str:
     return f"<figure>{inner}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-def _worst_section(job: Job, rows: list[FrameScore], report_dir: Path, written: set[str]) -> str:
+def _worst_section(job: Job, rows: list[FrameScore], report_dir: Path, written: set[str], copy: _Copier) -> str:
     if not rows:
         return "<p>No per-frame scores were recorded for this job.</p>"
     blocks = []
@@ -223,7 +259,7 @@ def _worst_section(job: Job, rows: list[FrameScore], report_dir: Path, written: 
             ("result", job.out_path(row.frame)),
         ):
             name = f"frame_{row.frame:06d}_{kind}.png"
-            ok = _copy_small(source, report_dir / name)
+            ok = copy(source, report_dir / name)
             if ok:
                 written.add(name)
             cells.append(_figure(name if ok else None, kind))
@@ -235,7 +271,9 @@ def _worst_section(job: Job, rows: list[FrameScore], report_dir: Path, written: 
     return "".join(blocks)
 
 
-def _repaired_section(job: Job, repaired: dict[int, list[Attempt]], report_dir: Path, written: set[str]) -> str:
+def _repaired_section(
+    job: Job, repaired: dict[int, list[Attempt]], report_dir: Path, written: set[str], copy: _Copier
+) -> str:
     if not repaired:
         return "<p>No frame was repaired or redone.</p>"
     blocks = []
@@ -243,7 +281,7 @@ def _repaired_section(job: Job, repaired: dict[int, list[Attempt]], report_dir: 
         cells = []
         for attempt in repaired[idx]:
             name = f"frame_{idx:06d}_attempt{attempt.attempt}.png"
-            ok = attempt.image is not None and _copy_small(attempt.image, report_dir / name)
+            ok = attempt.image is not None and copy(attempt.image, report_dir / name)
             if ok:
                 written.add(name)
             label = f"attempt {attempt.attempt}{' (kept)' if attempt.kept else ''}: {_score_text(attempt.scores)}"
@@ -327,22 +365,30 @@ frames); green lines mark repaired or redone frames.</p>
 """
 
 
-def write_report_html(job: Job, report: dict[str, Any]) -> Path:
+def write_report_html(
+    job: Job, report: dict[str, Any], pool: Executor | None = None, before_page: Callable[[], object] | None = None
+) -> Path:
     """Write report/index.html and its PNGs; PNGs of an earlier report that this one no longer shows are removed.
 
     The PNGs are written (atomically) before the page, so the page never names a missing file.
+    `pool`: threads for the frame copies; `before_page`: waits for other files the page shows
+    (the contact sheet being written beside it).
     """
     report_dir = job.report_dir
     report_dir.mkdir(exist_ok=True)
     scores = load_scores(job)
     repaired = repaired_frames(job)
     written: set[str] = set()
-    has_plot = bool(scores)
-    if has_plot:
-        plot_scores(scores, sorted(repaired), job.ledger.frame_count(), report_dir / PLOT_NAME)
+    copy = _Copier(pool)
     worst = [scores[idx] for idx in worst_frames(scores, WORST_COUNT)] if scores else []
-    worst_html = _worst_section(job, worst, report_dir, written)
-    repaired_html = _repaired_section(job, repaired, report_dir, written)
+    worst_html = _worst_section(job, worst, report_dir, written, copy)
+    repaired_html = _repaired_section(job, repaired, report_dir, written, copy)
+    has_plot = bool(scores)
+    if has_plot:  # on this thread while the copies are made on the pool's
+        plot_scores(scores, sorted(repaired), job.ledger.frame_count(), report_dir / PLOT_NAME)
+    copy.wait()
+    if before_page is not None:
+        before_page()
     text = page(
         job,
         report,

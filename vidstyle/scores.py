@@ -10,14 +10,17 @@ warp error can be measured; frames that start a scene have none.
 from __future__ import annotations
 
 import statistics
+import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cv2
 import numpy as np
 
 from . import quality, temporal
+from .frame_feed import FeedAborted, FileSignature, FrameFeed, file_signature, read_signed
 from .imageio import read_png
 from .job import Job, prepare
 from .ledger import Ledger
@@ -71,44 +74,137 @@ def edge_score(job: Job, output: np.ndarray, control: np.ndarray) -> float:
     return quality.edge_fidelity(output, control, cn.low_threshold, cn.high_threshold)
 
 
+class _Frame:
+    """One done frame's inputs and output, each read from disk the first time it is needed."""
+
+    def __init__(self, job: Job, idx: int, signed: bool = False) -> None:
+        self.job, self.idx = job, idx
+        self._output: np.ndarray | None = None
+        # A follower reads the output at once, with the signature of exactly what it read.
+        self._signature: FileSignature | None = None
+        if signed:
+            self._output, self._signature = read_signed(job.out_path(idx))
+
+    @property
+    def signature(self) -> FileSignature:
+        if self._signature is None:
+            self._signature = file_signature(self.job.out_path(self.idx))
+        return self._signature
+
+    @property
+    def output(self) -> np.ndarray:
+        if self._output is None:
+            self._output = read_png(self.job.out_path(self.idx))
+        return self._output
+
+    @cached_property
+    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        return frame_inputs(self.job, self.idx)
+
+    @cached_property
+    def source_signature(self) -> np.ndarray:
+        return temporal.frame_signature(self.inputs[0])
+
+
 @dataclass
-class _Previous:
-    idx: int
-    source: np.ndarray
-    output: np.ndarray
-    signature: np.ndarray
+class Measurements:
+    """What scoring measured, and of which output files: a frame measured while the job rendered
+    is not measured again at the finish unless its output (or its predecessor's) changed since."""
+
+    edges: dict[int, tuple[FileSignature, float]] = field(default_factory=dict)
+    # frame -> (previous frame's output, this frame's output, warp error between them)
+    pairs: dict[int, tuple[FileSignature, FileSignature, float | None]] = field(default_factory=dict)
+    # frame -> scene-cut distance from the previous source frame (sources never change)
+    distances: dict[int, float] = field(default_factory=dict)
+
+    def measure(self, job: Job, frame: _Frame, previous: _Frame | None) -> tuple[float, float | None, float | None]:
+        """(edge fidelity, warp error, scene-cut distance) of a frame; the last two need its predecessor."""
+        known_edge = self.edges.get(frame.idx)
+        if known_edge is not None and known_edge[0] == frame.signature:
+            edge = known_edge[1]
+        else:
+            edge = edge_score(job, frame.output, frame.inputs[1])
+            self.edges[frame.idx] = (frame.signature, edge)
+        if previous is None or previous.idx != frame.idx - 1:
+            return edge, None, None
+        known_pair = self.pairs.get(frame.idx)
+        error: float | None
+        if known_pair is not None and known_pair[:2] == (previous.signature, frame.signature):
+            error = known_pair[2]
+        else:
+            error = quality.warp_error(frame.output, previous.output, link(frame.inputs[0], previous.inputs[0]))
+            self.pairs[frame.idx] = (previous.signature, frame.signature, error)
+        distance = self.distances.get(frame.idx)
+        if distance is None:
+            distance = float(
+                cv2.compareHist(previous.source_signature, frame.source_signature, cv2.HISTCMP_BHATTACHARYYA)
+            )
+            self.distances[frame.idx] = distance
+        return edge, error, distance
 
 
-def score_job(job: Job, on_event: EventCallback | None = None) -> dict[int, FrameScore]:
-    """Score every done frame, store the scores in the ledger (frame and attempt rows), return them."""
+class ScoreFollower:
+    """Measures each frame on its own thread as soon as it and its predecessor are done, so the
+    finish stage only reads the measurements (and measures what changed since, e.g. by repair)."""
+
+    def __init__(self, job: Job, feed: FrameFeed) -> None:
+        self.measurements = Measurements()
+        self._job, self._feed = job, feed
+        self._thread = threading.Thread(target=self._run, name="vidstyle-scores", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        previous: _Frame | None = None
+        try:
+            for idx in self._feed.iter_done():
+                frame = _Frame(self._job, idx, signed=True)
+                self.measurements.measure(self._job, frame, previous)
+                previous = frame
+        except FeedAborted:
+            return
+        except Exception:  # noqa: BLE001 - the finish stage measures the frame again and reports the error
+            return
+
+    def join(self) -> Measurements:
+        """Wait until every frame so far is measured (or the feed was aborted); the measurements."""
+        self._thread.join()
+        return self.measurements
+
+
+def score_job(
+    job: Job, on_event: EventCallback | None = None, measured: Measurements | None = None
+) -> dict[int, FrameScore]:
+    """Score every done frame, store the scores in the ledger (frame and attempt rows), return them.
+
+    `measured`: what a ScoreFollower (or an earlier call) measured; only frames whose output
+    changed since are read and measured again.
+    """
     ensure_inputs(job, on_event)
+    measured = measured if measured is not None else Measurements()
     rows = [row for row in job.ledger.frames() if row.status == "done" and job.out_path(row.idx).exists()]
     total = len(rows)
     _event(on_event, 0, total, f"scoring {total} frames (edge fidelity, warp error)")
-    measured: list[tuple[int, int, float, float | None]] = []
+    results: list[tuple[int, int, float, float | None]] = []
     distances: list[float] = []  # scene-cut distance of each measured pair ...
     pair_frames: list[int] = []  # ... and the later frame of that pair
-    previous: _Previous | None = None
+    previous: _Frame | None = None
     for done, row in enumerate(rows, start=1):
-        source, control = frame_inputs(job, row.idx)
-        output = read_png(job.out_path(row.idx))
-        signature = temporal.frame_signature(source)
-        error: float | None = None
-        if previous is not None and previous.idx == row.idx - 1:
-            error = quality.warp_error(output, previous.output, link(source, previous.source))
-            distances.append(float(cv2.compareHist(previous.signature, signature, cv2.HISTCMP_BHATTACHARYYA)))
+        frame = _Frame(job, row.idx)
+        edge, error, distance = measured.measure(job, frame, previous)
+        if distance is not None:
+            distances.append(distance)
             pair_frames.append(row.idx)
-        measured.append((row.idx, row.attempt, edge_score(job, output, control), error))
-        previous = _Previous(row.idx, source, output, signature)
+        results.append((row.idx, row.attempt, edge, error))
+        previous = frame
         if on_event is not None and (done % 25 == 0 or done == total):
             _event(on_event, done, total, f"scoring {total} frames (edge fidelity, warp error)")
     # A new scene cannot continue the previous output; its jump is not the frame's fault.
     cuts = {pair_frames[position - 1] for position in temporal.find_cuts(np.array(distances))}
-    measured = [(idx, attempt, edge, None if idx in cuts else error) for idx, attempt, edge, error in measured]
-    flags = quality.find_suspects([quality.FrameScores(edge, error) for _, _, edge, error in measured])
+    results = [(idx, attempt, edge, None if idx in cuts else error) for idx, attempt, edge, error in results]
+    flags = quality.find_suspects([quality.FrameScores(edge, error) for _, _, edge, error in results])
     scores = {
         idx: FrameScore(idx, edge, error, flag, attempt)
-        for (idx, attempt, edge, error), flag in zip(measured, flags, strict=True)
+        for (idx, attempt, edge, error), flag in zip(results, flags, strict=True)
     }
     store_scores(job, scores.values())
     return scores

@@ -7,17 +7,32 @@ counting parameters and tracing activations) or with random weights written to a
 folder the standalone backend loads like any other (for GPU benchmarks). The tokenizer is
 the tiny offline one from `vidstyle.tiny_models`: its ids fit inside CLIP's vocabulary.
 
+`checkpoint_family` tells SD1.x, SD2 and SDXL checkpoints apart from tensor names alone; the
+trainer (checking a checkpoint against its preset), the diffusers backend (picking pipeline
+classes) and the epoch preview (checking LoRAs against the checkpoint) all ask it.
+
 Torch, diffusers and transformers are imported inside functions, as in `tiny_models`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .safetensors_header import read_header
+
 ARCHITECTURES = ("sd15", "sdxl")
 CLIP_VOCAB = 49408
+
+# The text encoders' key prefixes in a single-file (LDM / SGM layout) checkpoint, as kohya
+# sd-scripts' model_util / sdxl_model_util and diffusers' single-file loader read them: SD1.x
+# has CLIP ViT-L in transformers layout, SD2 OpenCLIP ViT-H, SDXL a second (OpenCLIP bigG) embedder.
+SD15_TEXT_KEY = "cond_stage_model.transformer."
+SD2_TEXT_KEY = "cond_stage_model.model."
+SDXL_TEXT_KEY = "conditioner.embedders.1."
+SD2_CROSS_ATTENTION_DIM = 1024  # a diffusers SD2 UNet's (SD1.x: 768, SDXL: 2048)
 
 _SD_VAE: dict[str, Any] = {
     "in_channels": 3,
@@ -183,3 +198,55 @@ def write_random_pipeline(arch: str, folder: Path, dtype: Any | None = None, see
     modules["controlnet"].save_pretrained(str(folder / "controlnet"), safe_serialization=True)
     marker.write_text(json.dumps(stamp), encoding="utf-8")
     return folder
+
+
+# --------------------------------------------------------------------------- families
+
+
+def family_from_keys(names: Iterable[str]) -> str | None:
+    """'sd15', 'sd2' or 'sdxl' from a single-file checkpoint's tensor names; None if none fits."""
+    found = set()
+    for name in names:
+        for prefix in (SDXL_TEXT_KEY, SD2_TEXT_KEY, SD15_TEXT_KEY):
+            if name.startswith(prefix):
+                found.add(prefix)
+    # SDXL's first embedder is a CLIP too, so its second one decides before any other.
+    for prefix, family in ((SDXL_TEXT_KEY, "sdxl"), (SD2_TEXT_KEY, "sd2"), (SD15_TEXT_KEY, "sd15")):
+        if prefix in found:
+            return family
+    return None
+
+
+def checkpoint_family(path: Path) -> str | None:
+    """The family of a .safetensors checkpoint or a diffusers folder; None when it cannot tell.
+
+    Reads only the file's header (no torch); MediaError for a file that is not .safetensors inside.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _folder_family(path)
+    if path.suffix.lower() != ".safetensors":
+        return None
+    names, _ = read_header(path)
+    return family_from_keys(names)
+
+
+def _folder_family(folder: Path) -> str | None:
+    index = _read_json(folder / "model_index.json")
+    if index is None:
+        return None
+    name = str(index.get("_class_name", ""))
+    if "text_encoder_2" in index or "XL" in name:
+        return "sdxl"
+    if name not in ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"):
+        return None
+    unet = _read_json(folder / "unet" / "config.json") or {}
+    return "sd2" if unet.get("cross_attention_dim") == SD2_CROSS_ATTENTION_DIM else "sd15"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -373,7 +373,7 @@ def create_router(
 
     async def checked_size(spec: JobSpec) -> None:
         frames = await run_in_threadpool(manager.selection_frames, spec)  # probes: never under a lock
-        policy.check_size(frames, spec.size.width, spec.size.height)
+        policy.check_job_size(spec, frames)  # with repair on, each frame counts as often as it may render
 
     @route("POST", "/jobs")
     async def submit_job(request: Request) -> Any:
@@ -459,6 +459,10 @@ def create_router(
         body = _parse(RedoBody, await _json(request, policy.max_body_bytes), "request body")
         job_spec = await run_in_threadpool(manager.job_spec, job_id)
         overrides = policy.check_redo(job_spec, dict(body.overrides))
+        # A redo may re-render every later frame of a chain and runs repair again, so its worst
+        # case is the whole job's (which a job made outside this API has never been checked for).
+        status = await run_in_threadpool(manager.status, job_id)
+        policy.check_job_size(job_spec, int(status.get("frames") or 0))
         return await run_in_threadpool(manager.redo, job_id, body.frames, overrides, policy.max_queued_jobs)
 
     @route("DELETE", "/jobs/{job_id}")

@@ -5,7 +5,7 @@ POST /vidstyle/v1/preview all call `render_settings_preview`. Columns are frames
 source (fitted to the job size), its canny map and the result, exactly as the job would make
 them (same size, canny settings, seed per frame). Frames are chosen as the epoch preview
 chooses them (`--frames auto`: spread over the clip, favouring small figures and fast motion),
-and the grid and page are drawn by the same code (vidstyle.epoch_preview).
+and the backend, grid and page are handled by the same code (vidstyle.preview_grid).
 
 With coherence mode `flow` (or `keyframes`) the grid also holds a short run of consecutive
 frames made as the render loop makes them (vidstyle.coherence: its plan and its init images),
@@ -24,21 +24,23 @@ import numpy as np
 from PIL import Image
 
 from . import coherence
-from .atomic import atomic_path, write_text
-from .backends import create_backend
 from .backends.base import Backend, BackendFactory
 from .epoch_frames import DEFAULT_COUNT, choose_frames
-from .epoch_preview import (
+from .errors import Cancelled, UserInputError
+from .events import EventCallback
+from .preview_grid import (
+    CANCELLED,
+    PreviewBackend,
     PreviewColumn,
     check_out_dir,
     draw_rows,
     grid_table,
     preview_cell_size,
+    preview_page,
     preview_request,
     read_columns,
+    write_preview,
 )
-from .errors import Cancelled, UserInputError
-from .events import EventCallback
 from .render import CancelToken, RenderEvent
 from .spec import JobSpec
 from .video import plan_selection, probe
@@ -97,7 +99,7 @@ class _Renderer:
             self.done += 1
             return self._alone[column.frame]
         if self.cancel.cancelled:
-            raise Cancelled("Preview cancelled; nothing was written.")
+            raise Cancelled(CANCELLED)
         request = preview_request(self.spec, column, list(self.spec.model.loras))
         if init is not None:  # a guided frame: the ControlNet still sees the source frame's canny map
             request = with_changes(
@@ -188,16 +190,8 @@ def render_settings_preview(
     start = _run_start(chosen[0], length, frame_count) if length else 0
     run = list(range(start, start + length))
     by_frame = {c.frame: c for c in read_columns(spec, sorted(set(chosen) | set(run)))}
-    backend: Backend | None = None
-    try:
-        on_status = lambda msg: on_event(RenderEvent("status", "render", message=msg))  # noqa: E731
-        backend = (
-            backend_factory(spec, on_status)
-            if backend_factory is not None
-            else create_backend(spec, on_status, webui_auth=webui_auth)
-        )
-        on_event(RenderEvent("stage", "preflight", message=f"checking the {backend.name} backend"))
-        backend.preflight()
+    with PreviewBackend(on_event, backend_factory, webui_auth) as session:
+        backend = session.open(spec)
         total = len(chosen) + len(run)
         on_event(RenderEvent("stage", "render", 0, total, message=f"{len(chosen)} frames and a run of {len(run)}"))
         renderer = _Renderer(spec, backend, cancel, on_event, total)
@@ -206,32 +200,21 @@ def render_settings_preview(
             render_run(renderer, spec, mode, [by_frame[f] for f in run]) if run else ([], [], [])
         )
         notes += run_notes
-    except (KeyboardInterrupt, Cancelled):
-        if backend is not None:
-            backend.interrupt()
-        raise Cancelled("Preview cancelled; nothing was written.") from None
-    finally:
-        if backend is not None:
-            backend.close()
     columns = [by_frame[f] for f in chosen] + [by_frame[f] for f in run]
     headers = [f"frame {f}" for f in chosen] + [f"{f} {how}" for f, how in zip(run, hows, strict=False)]
     cells = [Image.fromarray(image) for image in results + run_results]
     rows = [[c.init for c in columns], [c.control for c in columns], cells]
     cell = preview_cell_size(spec.size.width, spec.size.height)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grid_path, html_path = out_dir / f"{name}.png", out_dir / f"{name}.html"
-    with atomic_path(grid_path) as tmp:
-        draw_rows(headers, ROW_LABELS, rows, cell).save(tmp, format="PNG")
-    write_text(
-        html_path, preview_page(spec, grid_table(headers, ROW_LABELS, rows, ["", "", ""], cell), mode, run, notes)
+    table = grid_table(headers, ROW_LABELS, rows, ["", "", ""], cell)
+    grid_path, html_path = write_preview(
+        out_dir, name, draw_rows(headers, ROW_LABELS, rows, cell), settings_page(spec, table, mode, run, notes)
     )
     return SettingsPreview(
         grid_path, html_path, list(chosen), run, mode if run else "", spec.sampling.seed, cell, notes
     )
 
 
-def preview_page(spec: JobSpec, table: str, mode: str, run: Sequence[int], notes: Sequence[str]) -> str:
+def settings_page(spec: JobSpec, table: str, mode: str, run: Sequence[int], notes: Sequence[str]) -> str:
     esc = html.escape
     run_text = (
         (
@@ -243,19 +226,11 @@ def preview_page(spec: JobSpec, table: str, mode: str, run: Sequence[int], notes
         else ""
     )
     notes_html = "".join(f"<p>{esc(note)}</p>" for note in notes)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Settings preview: {esc(Path(spec.source.path).name)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 2px; vertical-align: top; }}
-th.row {{ text-align: left; min-width: 10em; padding-right: 1em; }} th.row span {{ color: #666; font-weight: normal; }}
-pre {{ background: #f6f6f6; padding: .8em; font-size: .85em; }}
-</style></head><body>
-<h1>Settings preview: {esc(Path(spec.source.path).name)}</h1>
+    title = f"Settings preview: {Path(spec.source.path).name}"
+    body = f"""<h1>{esc(title)}</h1>
 <p>Every frame renders with the settings below and its own seed, as the job would render it.</p>
 {run_text}{notes_html}
 {table}
 <h2>Settings</h2>
-<pre>{esc(spec.to_toml())}</pre>
-</body></html>
-"""
+<pre>{esc(spec.to_toml())}</pre>"""
+    return preview_page(title, body, 10, "pre { background: #f6f6f6; padding: .8em; font-size: .85em; }")

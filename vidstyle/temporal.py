@@ -429,7 +429,7 @@ def apply_lab_stats(image: np.ndarray, target: np.ndarray, strength: float = 1.0
     return _rgb(lab + strength * (matched - lab))
 
 
-def _check_window(window: int) -> None:
+def check_deflicker_window(window: int) -> None:
     if window < 1:
         raise TemporalInputError(
             f"The deflicker window must be 1 frame or more (got {window}); turn deflicker off instead of using 0."
@@ -442,7 +442,7 @@ def deflicker_targets(stats: np.ndarray, window: int) -> np.ndarray:
     `stats` is (N, 2, 3) from `lab_stats`; a median rather than a mean lets a scene's real
     brightness changes through while single-frame flicker is pulled back into line.
     """
-    _check_window(window)
+    check_deflicker_window(window)
     count = len(stats)
     return np.stack([np.median(stats[max(0, i - window) : i + window + 1], axis=0) for i in range(count)])
 
@@ -450,7 +450,7 @@ def deflicker_targets(stats: np.ndarray, window: int) -> np.ndarray:
 def deflicker(frames: Sequence[np.ndarray], window: int, strength: float = 1.0) -> list[np.ndarray]:
     """Pull each frame's LAB stats toward the temporal median of its neighbours (in memory; see
     `lab_stats`/`deflicker_targets`/`apply_lab_stats` to stream a long job frame by frame)."""
-    _check_window(window)
+    check_deflicker_window(window)
     _same_size(*frames)
     stats = np.stack([lab_stats(frame) for frame in frames]) if frames else np.zeros((0, 2, 3))
     targets = deflicker_targets(stats, window)

@@ -53,6 +53,41 @@ class Img2ImgRequest:
     def source(self) -> Image.Image:
         return self.source_image if self.source_image is not None else self.init_image
 
+    @classmethod
+    def for_spec(
+        cls,
+        spec: JobSpec,
+        frame_index: int,
+        init_image: Image.Image,
+        control_image: Image.Image,
+        seed: int,
+        loras: list[LoraRef] | None = None,
+        init_png: bytes | None = None,
+        control_png: bytes | None = None,
+    ) -> Img2ImgRequest:
+        """The request for one frame with the job's prompt, model and sampling settings (the
+        render loop's and the previews' one builder); `loras` replaces the spec's (an epoch preview)."""
+        return cls(
+            frame_index=frame_index,
+            init_image=init_image,
+            control_image=control_image,
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            checkpoint=spec.model.checkpoint,
+            loras=list(spec.model.loras) if loras is None else loras,
+            controlnet=spec.controlnet,
+            width=spec.size.width,
+            height=spec.size.height,
+            denoise=spec.sampling.denoise,
+            steps=spec.sampling.steps,
+            cfg_scale=spec.sampling.cfg_scale,
+            sampler=spec.sampling.sampler,
+            scheduler=spec.sampling.scheduler,
+            seed=seed,
+            init_png=init_png,
+            control_png=control_png,
+        )
+
 
 @dataclass
 class Img2ImgResult:

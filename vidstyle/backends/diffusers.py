@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import logging
 import threading
 import time
@@ -35,11 +34,13 @@ from PIL import Image
 from ..errors import (
     BackendError,
     Cancelled,
+    MediaError,
     ModelNotFoundError,
     PreflightError,
     SpecError,
 )
 from ..samplers import build_scheduler, check_sampler
+from ..sd_architectures import checkpoint_family
 from ..spec import ControlNetSpec, JobSpec, LoraRef
 from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
 from .diffusers_memory import VAE_TILE_OVERLAP, VAE_TILE_PX, Frame, MemoryPlan, gib, plan_memory, profile_modules
@@ -204,13 +205,14 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise ModelNotFoundError(f"{path} is not a readable .safetensors file ({exc}); download it again.") from None
 
 
-def checkpoint_family(source: ModelSource) -> str:
-    """'sd15' or 'sdxl' (SD2-style folders run with the sd15 pipeline classes)."""
-    if source.kind == "folder":
-        index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
-        return "sdxl" if "text_encoder_2" in index or "XL" in index.get("_class_name", "") else "sd15"
-    shapes = _safetensors_shapes(source.path)
-    return "sdxl" if any(key.startswith("conditioner.embedders.1.") for key in shapes) else "sd15"
+def pipeline_family(source: ModelSource) -> str:
+    """The PIPELINES entry a checkpoint loads with: 'sdxl', else 'sd15' (SD2 runs with the SD1.5
+    classes; a checkpoint the names do not tell is tried as SD1.5, whose loader then says what is wrong)."""
+    try:
+        family = checkpoint_family(source.path)
+    except MediaError as exc:  # a damaged or truncated download: its header says so in one sentence
+        raise ModelNotFoundError(str(exc)) from None
+    return "sdxl" if family == "sdxl" else "sd15"
 
 
 def _declared_config_dir(path: Path) -> Path | None:
@@ -411,7 +413,7 @@ class DiffusersBackend:
         if self._checkpoint != checkpoint:
             self._drop_pipelines()
             source = resolve_checkpoint(checkpoint)
-            self._family = checkpoint_family(source)
+            self._family = pipeline_family(source)
             self._status(f"Loading checkpoint {source.label} ({self._family}) on {self._device}")
             self._base = self._load_base(source)
             self._base_scheduler_config = dict(self._base.scheduler.config)

@@ -48,8 +48,9 @@ from typing import Any
 from PIL import Image
 
 from ..errors import BackendError, Cancelled, PreflightError, SpecError
+from ..ordered_turns import OrderedTurns
 from ..spec import JobSpec
-from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
+from .base import FrameProgressCallback, Img2ImgRequest, Img2ImgResult, StatusCallback
 from .webui_fields import controlnet_unit, img2img_fields, wanted_from_request, wanted_from_spec
 from .webui_http import (
     BAD_RESPONSE,
@@ -57,6 +58,7 @@ from .webui_http import (
     REJECTED,
     SERVER_DOWN_KINDS,
     SERVER_ERROR,
+    ImageTooLarge,
     WebUIClient,
     WebUIHTTPError,
     blob_placeholder,
@@ -67,8 +69,6 @@ from .webui_http import (
     resolve_auth,
 )
 from .webui_preflight import ServerCatalog, ServerPlan, Wanted, fetch_catalog, plan_for
-
-ProgressCallback = Callable[[float, float], None]
 
 ALL_DOWN_MESSAGE = "all WebUI servers are unreachable; waiting for one to come back ..."
 # shared.state.job of an /sdapi/v1/img2img job (api.py img2imgapi, A1111 and Forge); a job
@@ -102,7 +102,7 @@ class RetryPolicy:
 class _Server:
     """One WebUI and what we know of its health; mutated only under the backend's lock."""
 
-    def __init__(self, index: int, client: WebUIClient, slots: int) -> None:
+    def __init__(self, index: int, client: WebUIClient, slots: int, lock: threading.Condition) -> None:
         self.index = index
         self.client = client
         self.url = client.url
@@ -119,9 +119,8 @@ class _Server:
         self.fallback_said = False
         # Requests leave in the order their calls took slots: each waits until the body of
         # the one before is written, so the server's first-come-first-served queue keeps frame order.
-        self.send_tickets = 0
-        self.send_turn = 0
-        self.sent_early: set[int] = set()
+        # On the backend's lock, so interrupt() and close() wake a waiting request at once.
+        self.sends = OrderedTurns(condition=lock)
         self.last_done_at = 0.0
         self.failures_in_row = 0
         self.retry_at = 0.0
@@ -184,12 +183,24 @@ def build_payload(
     return payload
 
 
+# A returned image with more pixels than this many times the frame's is refused before decoding
+# (a decompression bomb); a merely different size is still decoded and then refused as usual.
+MAX_PIXELS_FACTOR = 4
+
+
 def result_from_response(response: Any, url: str, request: Img2ImgRequest) -> Img2ImgResult:
     """images[0] -> RGB image; info JSON -> dict (+ backend, server, and the infotext as 'parameters')."""
     images = response.get("images") if isinstance(response, dict) else None
-    if not images:
+    if not isinstance(images, list) or not images or not isinstance(images[0], str):
         raise WebUIHTTPError(BAD_RESPONSE, "the answer holds no image")
-    image = decode_image_base64(images[0])
+    try:
+        image = decode_image_base64(images[0], max_pixels=MAX_PIXELS_FACTOR * request.width * request.height)
+    except ImageTooLarge as err:  # never retried: a server that sends this once may send it again
+        shown = f"a {err.size[0]}x{err.size[1]} image" if err.size else "an image"
+        raise BackendError(
+            f"The WebUI at {url} returned {shown} for a {request.width}x{request.height} frame, far more pixels "
+            f"than asked for, so it was not decoded; check that the URL is a Stable Diffusion WebUI."
+        ) from None
     if image.size != (request.width, request.height):
         raise WebUIHTTPError(
             BAD_RESPONSE,
@@ -245,7 +256,7 @@ class WebUIApiBackend:
         self,
         spec: JobSpec,
         on_status: StatusCallback | None = None,
-        on_progress: ProgressCallback | None = None,
+        on_progress: FrameProgressCallback | None = None,
         policy: RetryPolicy | None = None,
         auth: str | None = None,
     ) -> None:
@@ -256,9 +267,11 @@ class WebUIApiBackend:
         settings = spec.backend
         auth = resolve_auth(auth)
         slots = settings.requests_per_server
+        # Reentrant: interrupt() may run in a signal handler on a thread that holds the lock.
+        self._cond = threading.Condition(threading.RLock())
         # +2 connections: progress polls and interrupts must not queue behind renders.
         self._servers = [
-            _Server(i, WebUIClient(url, auth, settings.timeout, max_connections=slots + 2), slots)
+            _Server(i, WebUIClient(url, auth, settings.timeout, max_connections=slots + 2), slots, self._cond)
             for i, url in enumerate(_server_urls(spec))
         ]
         # One call more per server than it has slots: that call has its images encoded and
@@ -270,8 +283,6 @@ class WebUIApiBackend:
         self.renders_at_once = len(self._servers)
         self._auth_given = auth is not None
         self._wanted = wanted_from_spec(spec)
-        # Reentrant: interrupt() may run in a signal handler on a thread that holds the lock.
-        self._cond = threading.Condition(threading.RLock())
         self._preflight_lock = threading.Lock()
         self._progress_token = threading.Lock()
         self._call_tickets = 0
@@ -328,7 +339,7 @@ class WebUIApiBackend:
                 self._release(server)
                 raise
             finally:
-                self._mark_sent(server, send_ticket)  # a request that never left lets the next one go
+                server.sends.withdraw(send_ticket)  # a request that never left lets the next one go
             self._release(server, elapsed=seconds)
             self._learn_task_support(server, response)
             try:
@@ -637,9 +648,7 @@ class WebUIApiBackend:
                     server = self._pick() if min(self._waiting) == ticket else None
                     if server is not None:
                         server.in_flight += 1
-                        send_ticket = server.send_tickets
-                        server.send_tickets += 1
-                        return server, send_ticket, server.in_flight
+                        return server, server.sends.ticket(), server.in_flight
                     if all(s.aside for s in self._servers) and not self._outage_announced:
                         self._outage_announced = True
                         messages.append(ALL_DOWN_MESSAGE)
@@ -728,8 +737,8 @@ class WebUIApiBackend:
         # A request queued behind `position - 1` others of ours waits for them first.
         timeout = self.spec.backend.timeout * position
         with self._cond:
-            while server.send_turn < send_ticket and not (self._cancelled.is_set() or self._closed):
-                self._cond.wait(timeout=self.policy.poll_seconds)
+            stop = lambda: self._cancelled.is_set() or self._closed  # noqa: E731
+            server.sends.wait(send_ticket, stop, poll=self.policy.poll_seconds)
             if self._closed:
                 raise BackendError("The WebUI backend was closed; start the job again to continue.")
             # Checked under the lock interrupt() takes its snapshot under: a request either
@@ -741,7 +750,7 @@ class WebUIApiBackend:
         posted = time.monotonic()
         call = _Call(
             lambda: server.client.post_body(
-                "/sdapi/v1/img2img", body, timeout=timeout, on_sent=lambda: self._mark_sent(server, send_ticket)
+                "/sdapi/v1/img2img", body, timeout=timeout, on_sent=lambda: server.sends.withdraw(send_ticket)
             ),
             on_finish=lambda: self._request_done(server, task_id),
         )
@@ -769,17 +778,6 @@ class WebUIApiBackend:
             seconds = now - max(posted, server.last_done_at)
             server.last_done_at = now
         return call.value, seconds
-
-    def _mark_sent(self, server: _Server, send_ticket: int) -> None:
-        """The request with this place in the server's send order has left (or never will)."""
-        with self._cond:
-            if send_ticket < server.send_turn:
-                return
-            server.sent_early.add(send_ticket)
-            while server.send_turn in server.sent_early:
-                server.sent_early.discard(server.send_turn)
-                server.send_turn += 1
-            self._cond.notify_all()
 
     def _request_done(self, server: _Server, task_id: str) -> None:
         with self._cond:

@@ -35,6 +35,13 @@ SERVER_ERROR = "server_error"  # 5xx: the server failed while working on it
 BAD_RESPONSE = "bad_response"  # 2xx that is not what the WebUI sends (not JSON, no image)
 
 SERVER_DOWN_KINDS = (UNREACHABLE, TIMEOUT)
+
+MIB = 1024 * 1024
+# Most bytes one answer may have (after content decoding); past it the answer is dropped
+# unread. The largest real answer is an img2img one: a 2048x2048 PNG of noise is ~12.6 MB,
+# ~17 MB as base64, plus infotext and ControlNet's detected maps; 256 MiB leaves >10x room
+# while a hostile or misdirected server can no longer make us hold gigabytes.
+MAX_ANSWER_BYTES = 256 * MIB
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,7}$")
 log = logging.getLogger(__name__)
 
@@ -84,8 +91,11 @@ class WebUIClient:
         request_timeout: float,
         connect_timeout: float = 10.0,
         max_connections: int = 4,
+        max_answer_bytes: int | None = None,
     ) -> None:
         self.url = normalize_url(url)
+        # Read at construction (not import) so tests can lower the module's cap.
+        self.max_answer_bytes = MAX_ANSWER_BYTES if max_answer_bytes is None else max_answer_bytes
         self.request_timeout = request_timeout
         self.connect_timeout = min(connect_timeout, request_timeout)
         self._client = httpx.Client(
@@ -130,7 +140,8 @@ class WebUIClient:
         # httpcore's trace hook (httpcore 0.15+): events "<protocol>.send_request_body.complete" etc.
         extensions = {"trace": _body_sent_tracer(on_sent)} if on_sent is not None else None
         try:
-            response = self._client.request(
+            # Streamed so an answer past max_answer_bytes is dropped before it is all in memory.
+            with self._client.stream(
                 method,
                 path,
                 params=params,
@@ -138,12 +149,15 @@ class WebUIClient:
                 headers=headers,
                 timeout=httpx.Timeout(seconds, connect=min(self.connect_timeout, seconds)),
                 extensions=extensions,
-            )
+            ) as response:
+                body = _read_capped(response, self.max_answer_bytes, method, path)
         except httpx.TimeoutException:
             raise WebUIHTTPError(TIMEOUT, f"no answer to {method} {path} within {seconds:g} s") from None
         except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise WebUIHTTPError(UNREACHABLE, _transport_reason(exc)) from None
-        return _json_or_raise(response, method, path)
+        except httpx.DecodingError:  # e.g. a body that says gzip and is not
+            raise WebUIHTTPError(BAD_RESPONSE, f"the answer to {method} {path} could not be decompressed") from None
+        return _json_or_raise(response.status_code, body, method, path)
 
 
 def _body_sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], None]:
@@ -184,15 +198,37 @@ def _transport_reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-def _json_or_raise(response: httpx.Response, method: str, path: str) -> Any:
-    status = response.status_code
+def _read_capped(response: httpx.Response, cap: int, method: str, path: str) -> bytes:
+    """The answer's (decoded) bytes; BAD_RESPONSE as soon as it declares or sends more than `cap`.
+
+    Each chunk is checked as it arrives, so at most `cap` plus one decoded chunk is held.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise _too_large(method, path, cap, response.status_code)
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_bytes():
+        total += len(chunk)
+        if total > cap:
+            raise _too_large(method, path, cap, response.status_code)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(method: str, path: str, cap: int, status: int) -> WebUIHTTPError:
+    size = f"{cap // MIB} MiB" if cap >= MIB else f"{cap} bytes"
+    return WebUIHTTPError(BAD_RESPONSE, f"the answer to {method} {path} was larger than {size}", status)
+
+
+def _json_or_raise(status: int, body: bytes, method: str, path: str) -> Any:
     if status >= 400:
-        detail = _error_detail(response)
+        detail = _error_detail(body)
         raise WebUIHTTPError(
             _kind_for_status(status), describe_http_error(method, path, status, detail), status, detail
         )
     try:
-        return response.json()
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise WebUIHTTPError(BAD_RESPONSE, f"{method} {path} did not return JSON", status) from None
 
@@ -207,11 +243,11 @@ def _kind_for_status(status: int) -> str:
     return REJECTED
 
 
-def _error_detail(response: httpx.Response) -> Any:
+def _error_detail(body: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return response.text[:300]
+        return body[:300].decode("utf-8", "replace")
 
 
 def describe_http_error(method: str, path: str, status: int, detail: Any) -> str:
@@ -266,11 +302,22 @@ def encode_png_base64(image: Image.Image) -> str:
     return base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def decode_image_base64(data: str) -> Image.Image:
+class ImageTooLarge(WebUIHTTPError):
+    """A returned image whose header declares more pixels than the caller allows; it was not decoded."""
+
+    def __init__(self, size: tuple[int, int] | None, max_pixels: int) -> None:
+        shown = f"a {size[0]}x{size[1]} image" if size else "an image"
+        super().__init__(BAD_RESPONSE, f"it returned {shown} of more than {max_pixels:,} pixels")
+        self.size = size  # None: too large even for Pillow to tell
+
+
+def decode_image_base64(data: str, max_pixels: int | None = None) -> Image.Image:
     """Base64 image (optionally a data: URL, as some WebUI builds send) -> loaded RGB image.
 
     OpenCV decodes PNG about twice as fast as Pillow; Pillow is the fallback for anything
-    OpenCV cannot read (palette or 16-bit oddities some builds send).
+    OpenCV cannot read (palette or 16-bit oddities some builds send). With `max_pixels`, the
+    size in the image's header is checked first (ImageTooLarge), so a few kilobytes that
+    inflate to gigabytes of pixels (a decompression bomb) are never decoded.
     """
     if data.startswith("data:image/"):
         data = data.split(",", 1)[1]
@@ -278,6 +325,8 @@ def decode_image_base64(data: str) -> Image.Image:
         raw = binascii.a2b_base64(data)
     except (binascii.Error, ValueError) as exc:
         raise WebUIHTTPError(BAD_RESPONSE, f"the returned image could not be decoded ({exc})") from None
+    if max_pixels is not None:
+        _check_pixels(raw, max_pixels)
     bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
     if bgr is not None:
         return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "RGB")
@@ -287,3 +336,16 @@ def decode_image_base64(data: str) -> Image.Image:
         return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise WebUIHTTPError(BAD_RESPONSE, f"the returned image could not be decoded ({exc})") from None
+
+
+def _check_pixels(raw: bytes, max_pixels: int) -> None:
+    """ImageTooLarge when the header of `raw` declares more than `max_pixels` (nothing is decoded)."""
+    try:
+        with Image.open(io.BytesIO(raw)) as header:  # reads the header only
+            width, height = header.size
+    except Image.DecompressionBombError:  # Pillow's own limit (~179 Mpx), far past any caller's
+        raise ImageTooLarge(None, max_pixels) from None
+    except (OSError, ValueError) as exc:  # an image whose size cannot be told is not decoded either
+        raise WebUIHTTPError(BAD_RESPONSE, f"the returned image could not be decoded ({exc})") from None
+    if width * height > max_pixels:
+        raise ImageTooLarge((width, height), max_pixels)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, Cancelled, PreflightError
+from ..ordered_turns import OrderedTurns
 from ..spec import ControlNetSpec, JobSpec
 from .base import Img2ImgRequest, Img2ImgResult, StatusCallback
 from .webui_fields import controlnet_unit, img2img_fields, wanted_from_request, wanted_from_spec
@@ -311,10 +312,7 @@ class WebUILocalBackend:
         self._in_flight = False
         # Frames ask for the queue lock in the order they came: each waits until the one
         # before holds the lock (or gave up); the WebUI's FIFO lock keeps that order.
-        self._turn = threading.Condition()
-        self._tickets = 0
-        self._turn_at = 0
-        self._turns_done: set[int] = set()
+        self._turns = OrderedTurns()
         self._cancelled = False
         self._stop_after_frame = False
 
@@ -332,14 +330,12 @@ class WebUILocalBackend:
 
     def img2img(self, request: Img2ImgRequest) -> Img2ImgResult:
         while True:
-            with self._turn:
-                ticket = self._tickets
-                self._tickets += 1
+            ticket = self._turns.ticket()
             try:
                 prepared = self._prepared(request)
                 outcome = self._render_once(prepared, request, ticket)
             finally:
-                self._end_turn(ticket)
+                self._turns.withdraw(ticket)  # it holds the queue lock by now, or never will
             if outcome is not None:
                 return outcome
             self._status(f"frame {request.frame_index} was skipped in the WebUI; rendering it again")
@@ -396,29 +392,13 @@ class WebUILocalBackend:
         if total is not None:  # the console's "Total progress" bar, cleared as the API does
             total.clear()
 
-    def _wait_turn(self, ticket: int) -> None:
-        with self._turn:
-            while self._turn_at != ticket:
-                self._turn.wait()
-
-    def _end_turn(self, ticket: int) -> None:
-        """The frame with this ticket holds the queue lock, or will not ask for it: the next may queue."""
-        with self._turn:
-            if ticket < self._turn_at:
-                return
-            self._turns_done.add(ticket)
-            while self._turn_at in self._turns_done:
-                self._turns_done.discard(self._turn_at)
-                self._turn_at += 1
-            self._turn.notify_all()
-
     def _render_once(self, prepared: _Prepared, request: Img2ImgRequest, ticket: int) -> Img2ImgResult | None:
         """One pass through process_images; None when the user pressed Skip."""
         from modules import call_queue, processing, shared
 
-        self._wait_turn(ticket)
+        self._turns.wait(ticket)
         with call_queue.queue_lock:
-            self._end_turn(ticket)
+            self._turns.withdraw(ticket)  # holding the lock: the next frame may queue behind us
             self._enter(request.frame_index)
             try:
                 with closing(self._processing(prepared)) as p:

@@ -81,7 +81,9 @@ def _iter_sequence_raw(info: VideoInfo, first: int) -> Generator[_RawFrame, None
         yield _RawFrame(index=index, time=index / info.fps, to_rgb=partial(read_image, file))
 
 
-def iter_frames(path: PathLike, source: SourceSpec, info: VideoInfo | None = None) -> Iterator[SelectedFrame]:
+def iter_frames(
+    path: PathLike, source: SourceSpec, info: VideoInfo | None = None
+) -> Generator[SelectedFrame, None, None]:
     """Stream the frames a SourceSpec selects, as RGB arrays with rotation applied."""
     if info is None or Path(info.path).resolve() != Path(path).resolve():
         info = probe(path, source.sequence_fps)
@@ -108,7 +110,7 @@ def _in_index_range(raw: Iterator[_RawFrame], sel: Selection) -> Iterator[_RawFr
         yield frame
 
 
-def _select_by_index(raw: Generator[_RawFrame, None, None], sel: Selection) -> Iterator[SelectedFrame]:
+def _select_by_index(raw: Generator[_RawFrame, None, None], sel: Selection) -> Generator[SelectedFrame, None, None]:
     out = 0
     with closing(raw):  # closes the container when selection stops early
         for frame in _in_index_range(raw, sel):
@@ -118,7 +120,7 @@ def _select_by_index(raw: Generator[_RawFrame, None, None], sel: Selection) -> I
             out += 1
 
 
-def _select_by_time(raw: Generator[_RawFrame, None, None], sel: Selection) -> Iterator[SelectedFrame]:
+def _select_by_time(raw: Generator[_RawFrame, None, None], sel: Selection) -> Generator[SelectedFrame, None, None]:
     """Tick k shows the latest frame with time <= tick; ticks before the first frame show the first."""
     step = 1.0 / float(sel.rate)
     held: _RawFrame | None = None

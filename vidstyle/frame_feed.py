@@ -1,0 +1,136 @@
+"""Finished frames, announced in frame order to threads that follow the render loop.
+
+Scoring and encoding need frames in index order, while the render loop finishes them in
+any order (several backend slots, chains, retries). The loop marks each frame done here;
+a follower asks for frame 0, 1, 2, ... and waits until that one is done, so it runs a few
+frames behind the backend instead of after the last frame. The loop also says when no
+frame will change any more (`seal`), or that the run stopped (`abort`): a follower that
+writes a file holds its last step until then, so nothing is published from a run that
+failed or that repair is still changing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .imageio import read_png
+
+# What identifies one version of a frame file: every write is an atomic rename of a new file,
+# so a rewritten frame has a new inode (and, in practice, a new mtime).
+FileSignature = tuple[int, int, int]
+
+
+class FeedAborted(Exception):
+    """The run stopped before its frames were final; a follower drops what it made."""
+
+
+def file_signature(path: Path) -> FileSignature:
+    stat = os.stat(path)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class FrameFeed:
+    """Which frames are done; thread-safe. `total` may be unknown while frames are still prepared."""
+
+    def __init__(self, done: Iterable[int] = (), total: int | None = None) -> None:
+        self._cond = threading.Condition()
+        self._done = set(done)
+        self._total = total
+        self._sealed = False
+        self._aborted = False
+
+    def mark_done(self, idx: int) -> None:
+        with self._cond:
+            self._done.add(idx)
+            self._cond.notify_all()
+
+    def set_total(self, total: int) -> None:
+        with self._cond:
+            self._total = total
+            self._cond.notify_all()
+
+    def seal(self) -> None:
+        """No frame changes any more: followers may publish what they made."""
+        with self._cond:
+            self._sealed = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """The run stopped (failure, cancel, frames left to render): followers stop and drop their work."""
+        with self._cond:
+            if not self._sealed:
+                self._aborted = True
+            self._cond.notify_all()
+
+    @property
+    def aborted(self) -> bool:
+        with self._cond:
+            return self._aborted
+
+    def wait_for(self, idx: int) -> bool:
+        """Block until frame `idx` is done (True) or the job has fewer frames (False).
+
+        Raises FeedAborted when the run stopped first.
+        """
+        with self._cond:
+            while True:
+                if self._aborted:
+                    raise FeedAborted()
+                if idx in self._done:
+                    return True
+                if self._total is not None and idx >= self._total:
+                    return False
+                self._cond.wait()
+
+    def wait_sealed(self) -> None:
+        """Block until the frames are final; FeedAborted when the run stopped instead."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._sealed or self._aborted)
+            if self._aborted:
+                raise FeedAborted()
+
+    def iter_done(self) -> Iterable[int]:
+        """0, 1, 2, ... each as soon as it is done, until the last frame of the job."""
+        idx = 0
+        while self.wait_for(idx):
+            yield idx
+            idx += 1
+
+
+class SignedFrames:
+    """The file signature of each frame a follower read, to tell later whether it is still current."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: dict[int, tuple[Path, FileSignature]] = {}
+
+    def record(self, idx: int, path: Path, signature: FileSignature) -> None:
+        with self._lock:
+            self._read[idx] = (path, signature)
+
+    def changed(self) -> list[int]:
+        """Frames whose file was replaced (or removed) since it was read."""
+        with self._lock:
+            read = dict(self._read)
+        stale = []
+        for idx, (path, signature) in sorted(read.items()):
+            try:
+                if file_signature(path) != signature:
+                    stale.append(idx)
+            except FileNotFoundError:
+                stale.append(idx)
+        return stale
+
+
+def read_signed(path: Path) -> tuple[np.ndarray, FileSignature]:
+    """A frame and the signature of exactly the file version read (a rename may land in between)."""
+    while True:
+        before = file_signature(path)
+        image = read_png(path)
+        if file_signature(path) == before:
+            return image, before
