@@ -11,19 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.tiny_models import (
-    BOS_TOKEN,
     CONFIG_METADATA_KEY,
     CONFIG_METADATA_VALUE,
-    EOS_TOKEN,
-    MAX_TOKENS,
     TEXT_HIDDEN,
     TINY_SEED,
     UNET_CHANNELS,
     _controlnet,
     _seeded_text_encoder_init,
     _vae,
+    text_encoder_config,
     tiny_pipeline_dir,
-    tiny_vocab,
     write_tiny_tokenizer,
 )
 
@@ -41,7 +38,6 @@ def build_tiny_sdxl(folder: Path) -> Path:
         UNet2DConditionModel,
     )
     from transformers import (
-        CLIPTextConfig,
         CLIPTextModel,
         CLIPTextModelWithProjection,
         CLIPTokenizer,
@@ -50,19 +46,7 @@ def build_tiny_sdxl(folder: Path) -> Path:
     folder = Path(folder)
     write_tiny_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
-    vocab, _ = tiny_vocab()
-    text_config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        projection_dim=TEXT_HIDDEN,
-        max_position_embeddings=MAX_TOKENS,
-        bos_token_id=vocab[BOS_TOKEN],
-        eos_token_id=vocab[EOS_TOKEN],
-        pad_token_id=vocab[EOS_TOKEN],
-    )
+    text_config = text_encoder_config()
     torch.manual_seed(TINY_SEED + 10)
     text_encoder, text_encoder_2 = CLIPTextModel(text_config).eval(), CLIPTextModelWithProjection(text_config).eval()
     _seeded_text_encoder_init(text_encoder, TINY_SEED + 10)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidstyle.errors import VidstyleError
+from vidstyle.errors import UserInputError, VidstyleError
 from vidstyle.safetensors_header import read_metadata
 
 from .run import Run, read_sample_prompts
@@ -141,8 +141,14 @@ def sample_files(run: Run) -> tuple[dict[int, dict[int, Path]], int]:
     pattern = re.compile(SAMPLE_NAME.format(name=re.escape(run.output_name)))
     grid: dict[int, dict[int, tuple[str, Path]]] = {}
     step_samples = 0
-    if folder.is_dir():
-        for path in folder.iterdir():
+    try:
+        names = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError as exc:
+        raise UserInputError(
+            f"Cannot read the sample folder {folder}: {exc.strerror or exc}; check its permissions."
+        ) from None
+    if names:
+        for path in names:
             match = pattern.match(path.name)
             if not match:
                 continue

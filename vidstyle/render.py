@@ -706,7 +706,12 @@ class _Followers:
         # While frames are still being prepared the count comes later (BackgroundPrepare's on_total).
         self.feed = FrameFeed(set(range(known)) - set(job.ledger.todo()), None if preparing else known)
         self.scores = ScoreFollower(job, self.feed)
-        self.encodes = EncodeFollower(job, self.feed)
+        try:
+            self.encodes = EncodeFollower(job, self.feed)
+        except BaseException:  # the score thread is running already: stop it, not leave it waiting
+            self.feed.abort()
+            self.scores.join()
+            raise
         preload_plotting()
 
     def stop(self) -> None:

@@ -178,8 +178,11 @@ def preload_plotting() -> None:
 
 
 def _import_plotting() -> None:
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        return  # plot_scores reports it when the report is written, on the job's thread
 
 
 def plot_scores(scores: dict[int, FrameScore], repaired: Sequence[int], frame_count: int, out: Path) -> None:

@@ -207,6 +207,8 @@ async def _json(request: Request, limit: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:  # nesting deeper than Python's stack, well within the size cap
+        raise HttpError(400, "The request body is JSON nested too deeply; send a flat JSON object.") from None
 
 
 def _parse(model: Any, data: Any, what: str) -> Any:
@@ -413,6 +415,8 @@ def create_router(
             spec_data = json.loads(spec_text)
         except ValueError as exc:
             raise HttpError(400, f"The 'spec' field is not valid JSON ({exc}).") from None
+        except RecursionError:  # nesting deeper than Python's stack
+            raise HttpError(400, "The 'spec' field is JSON nested too deeply; send a flat JSON object.") from None
         if not isinstance(spec_data, dict):
             raise HttpError(400, "The 'spec' field must be a JSON object.")
         spec_data.setdefault("source", {})
@@ -472,7 +476,7 @@ def create_router(
     @route("GET", "/jobs/{job_id}/files/{name:path}")
     async def job_file(request: Request, job_id: str, name: str) -> Any:
         if not is_result_file(name):
-            raise HttpError(404, f"'{name}' is not a job result; ask for one of: {', '.join(RESULT_FILES)}.")
+            raise HttpError(404, f"'{name[:60]}' is not a job result; ask for one of: {', '.join(RESULT_FILES)}.")
         path = await run_in_threadpool(manager.file_path, job_id, name)
         if name.endswith((".html", ".png")):  # shown in the browser: the report page and its images
             return FileResponse(str(path), headers=INLINE_HEADERS)

@@ -127,11 +127,12 @@ def write_tiny_tokenizer(folder: Path) -> None:
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
 
 
-def _text_encoder() -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
+def text_encoder_config() -> Any:
+    """The tiny CLIP text encoder's config (SD1.5's one encoder; both of the test-only SDXL set's)."""
+    from transformers import CLIPTextConfig
 
     vocab, _ = tiny_vocab()
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=len(vocab),
         hidden_size=TEXT_HIDDEN,
         intermediate_size=37,
@@ -143,7 +144,12 @@ def _text_encoder() -> Any:
         eos_token_id=vocab[EOS_TOKEN],
         pad_token_id=vocab[EOS_TOKEN],
     )
-    model = CLIPTextModel(config).eval()
+
+
+def _text_encoder() -> Any:
+    from transformers import CLIPTextModel
+
+    model = CLIPTextModel(text_encoder_config()).eval()
     _seeded_text_encoder_init(model, TINY_SEED)
     return model
 

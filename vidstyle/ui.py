@@ -405,6 +405,8 @@ class _Tab:
             )
         except VidstyleError as err:
             return _update(), _update(), status_html(None, str(err))
+        except OSError as err:  # a full disk or unreadable run folder: one sentence, not a traceback
+            return _update(), _update(), status_html(None, f"The epoch preview failed: {err.strerror or err}.")
         note = (
             f"Frames {', '.join(map(str, result.frames))}, epochs {', '.join(map(str, result.epochs))}, seed "
             f"{result.seed}. Install the one you choose with python -m trainer install RUN --epoch N."
@@ -469,6 +471,8 @@ class _Tab:
             result = self.manager.preview(self.spec(values), (frames or "auto").strip())
         except VidstyleError as err:
             return _update(), status_html(None, str(err))
+        except OSError as err:  # a full disk, say: one sentence, not a traceback
+            return _update(), status_html(None, f"The preview failed: {err.strerror or err}.")
         run = f"; {result.run_mode} run {result.run_frames[0]}-{result.run_frames[-1]}" if result.run_frames else ""
         caption = f"frames {', '.join(map(str, result.frames))}{run} (seed {result.seed})"
         note = f"Preview: source | canny | result, {caption}. " + " ".join(result.notes)
