@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from trainer.launch import (
     read_progress,
     relevant_lines,
     train,
+    with_default_sigint,
 )
 from trainer.progress import LogParser, LossGuard, Progress, parse_interval, parse_rate
 from trainer.run import load_run
@@ -401,7 +403,11 @@ def test_nan_loss_stops_the_run_early(
 ) -> None:
     run_dir = make_run(inputs, tmp_path / "nan", epochs=4)
     monkeypatch.setenv("SD_DOUBLE_NAN_AT_STEP", "5")
-    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.05")  # long enough that stopping early is visible
+    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.05")
+    # The double waits after the step the guard acts on, so the stop is seen however slowly this
+    # process reads the trainer's output (CI once read it only after the double had finished).
+    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "6:60")  # the 6th step is the first with nan
     with pytest.raises(TrainingError, match="the loss became nan") as err:
         train(run_dir, LaunchOptions(**QUIET))
     assert "learning rate" in str(err.value)
@@ -417,10 +423,73 @@ def test_exploding_loss_stops_the_run_early(
     monkeypatch.setenv("SD_DOUBLE_EXPLODE_AT_STEP", "24")  # after the guard's 20-step warm-up
     monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.03")
     monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
+    # The guard acts at step 28; the double waits there, so the stop is seen however slowly this
+    # process reads the trainer's output (CI once read it only after the double had finished).
+    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "28:60")
     with pytest.raises(TrainingError, match="exploded"):
         train(run_dir, LaunchOptions(**QUIET))
     progress = read_progress(run_dir)
     assert progress is not None and progress.step < progress.total_steps
+
+
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """This process as a background job of a shell script, or under some CI runners: SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_early_stop_reaches_the_trainer_when_sigint_is_ignored_here(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    double_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    sigint_ignored: None,
+) -> None:
+    # Seen in CI: the trainer inherited the ignored SIGINT, took no notice of the stop and trained
+    # to the last step before the SIGTERM escalation was due.
+    run_dir = make_run(inputs, tmp_path / "bg", epochs=10)
+    monkeypatch.setenv("SD_DOUBLE_EXPLODE_AT_STEP", "24")
+    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.03")
+    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "28:60")  # the guard acts at step 28
+    with pytest.raises(TrainingError, match="exploded"):
+        train(run_dir, LaunchOptions(show_bar=False, stop_grace=120.0))
+    progress = read_progress(run_dir)
+    assert progress is not None and progress.state == "failed" and progress.step < progress.total_steps
+    assert "mikuchan.safetensors" not in [p.name for p in (run_dir / "output").glob("*.safetensors")]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # ours is left as it was
+
+
+def test_sigint_shim_only_when_sigint_is_ignored(sigint_ignored: None) -> None:
+    argv = ["/venv/bin/accelerate", "launch", "train_network.py"]
+    shimmed = with_default_sigint(argv)
+    assert shimmed[:3] == [sys.executable, "-I", "-c"] and shimmed[4:] == argv
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert with_default_sigint(argv) == argv
+
+
+def test_shim_restores_sigint_and_keeps_the_pid(sigint_ignored: None) -> None:
+    probe = "import os, signal; print(os.getpid(), signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    proc = subprocess.Popen(with_default_sigint([sys.executable, "-c", probe]), stdout=subprocess.PIPE, text=True)
+    output, _ = proc.communicate(timeout=60)
+    assert output.split() == [str(proc.pid), "True"]
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["sigint-default", "sigint-ignored"])
+def test_missing_trainer_python_is_one_sentence(
+    inputs: dict[str, Path], tmp_path: Path, double_env: None, ignored: bool
+) -> None:
+    run_dir = make_run(inputs, tmp_path / "nopython")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
+    try:
+        with pytest.raises(PreflightError, match=r"^Cannot start /nowhere/python: .*environment is installed\.$"):
+            train(run_dir, LaunchOptions(show_bar=False, python="/nowhere/python", launcher="python"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_crash_exits_with_last_lines_and_a_hint(
@@ -493,7 +562,11 @@ def test_resume_continues_after_a_crash(
 def test_ctrl_c_stops_the_trainer_cleanly(inputs: dict[str, Path], tmp_path: Path, double_env: None) -> None:
     run_dir = make_run(inputs, tmp_path / "ctrlc", epochs=50)
     env = dict(os.environ, SD_DOUBLE_STEP_SECONDS="0.05", PYTHONPATH=str(ROOT))
-    driver = "import sys; from trainer.commands import main; sys.exit(main(sys.argv[1:]))"
+    # As in a terminal, whatever SIGINT disposition the test run itself was started with.
+    driver = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from trainer.commands import main; sys.exit(main(sys.argv[1:]))"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", driver, "train", str(run_dir), "--no-progress-bar"],
         env=env,

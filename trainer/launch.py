@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,10 +255,41 @@ def prepare_launch(run: Run, options: LaunchOptions) -> tuple[SdScripts, list[st
 # --------------------------------------------------------------------------- process control
 
 
+# Run in the child when this process has SIGINT ignored: it restores the default disposition, then
+# becomes the trainer (same pid, same process group).
+_DEFAULT_SIGINT_THEN_EXEC = """\
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+try:
+    os.execvp(sys.argv[1], sys.argv[1:])
+except OSError as exc:
+    sys.stderr.write(f"Cannot start {sys.argv[1]}: {exc.strerror}\\n")
+    sys.exit(127)
+"""
+
+
+def with_default_sigint(argv: Sequence[str]) -> list[str]:
+    """The command line to start so that the trainer will take our SIGINT.
+
+    A program started with SIGINT ignored (a background job of a shell script, some CI runners and
+    service managers) passes that on to its children, and Python then never raises
+    KeyboardInterrupt: sd-scripts would train on past an early stop or Ctrl-C until the SIGTERM
+    escalation. A handled signal is reset to the default at exec but an ignored one is not, so only
+    then is the trainer started through a tiny exec shim that restores the default first.
+    """
+    if os.name == "nt" or signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return list(argv)
+    # -I: the trainer's environment (PYTHONPATH, PYTHONHOME...) is for the trainer, not the shim.
+    return [sys.executable, "-I", "-c", _DEFAULT_SIGINT_THEN_EXEC, *argv]
+
+
 class Trainer:
     """One sd-scripts process in its own process group, so a stop reaches all of its workers."""
 
     def __init__(self, argv: Sequence[str], cwd: Path, env: dict) -> None:
+        command = with_default_sigint(argv)
+        if len(command) != len(argv):
+            self._check_program(argv[0], cwd, env)
         kwargs: dict = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -265,7 +297,7 @@ class Trainer:
             kwargs["start_new_session"] = True
         try:
             self.proc = subprocess.Popen(
-                list(argv),
+                command,
                 cwd=str(cwd),
                 env=env,
                 stdout=subprocess.PIPE,
@@ -278,6 +310,17 @@ class Trainer:
                 f"Cannot start {argv[0]}: {exc.strerror}; check that sd-scripts' Python environment is installed."
             ) from None
         self._stopping = threading.Event()
+
+    @staticmethod
+    def _check_program(program: str, cwd: Path, env: dict) -> None:
+        # Through the exec shim a missing program would only show as exit code 127; say it here.
+        if os.sep in program and not os.path.isabs(program):
+            program = str(cwd / program)  # as exec in the child resolves it
+        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+            raise PreflightError(
+                f"Cannot start {program}: no such executable file; check that sd-scripts' Python environment is "
+                "installed."
+            )
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is not None:

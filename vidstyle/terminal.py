@@ -69,7 +69,10 @@ def run_in_terminal(
         cancel.cancel()
         signal.signal(signal.SIGINT, previous)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    # Ignored SIGINT (a background job of a shell script) stays ignored: the Ctrl-C it would
+    # receive is meant for the foreground command, not for this render.
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         run_job(job, backend=backend, on_event=printer, cancel=cancel, preflighted=preflighted, **run_options)
     finally:
