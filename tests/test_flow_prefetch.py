@@ -88,10 +88,15 @@ def run_chain(mode: str, sources: list[np.ndarray], flows: SourceFlows | None) -
 
 
 @pytest.mark.parametrize("mode", ["flow", "keyframes"])
-def test_prefetched_inputs_are_pixel_identical(mode: str, sources: list[np.ndarray]) -> None:
+# The job's source mix (0.1, as in spec_for): flow inits prepared ahead; another (a redo that
+# changed it): made inline from the prefetched link; None: links only.
+@pytest.mark.parametrize("prefetch_mix", [0.1, 0.3, None])
+def test_prefetched_inputs_are_pixel_identical(
+    mode: str, prefetch_mix: float | None, sources: list[np.ndarray]
+) -> None:
     plan = coherence.plan_frames(spec_for(mode).coherence, FRAMES, cuts=[])
     reader = RecordingReader(sources)
-    with SourceFlows(plan.steps, reader, ahead=3) as flows:
+    with SourceFlows(plan.steps, reader, ahead=3, source_mix=prefetch_mix) as flows:
         prefetched = run_chain(mode, sources, flows)
     plain = run_chain(mode, sources, None)
     assert len(prefetched) == len(plain) > 0
@@ -192,3 +197,26 @@ def test_nothing_to_prefetch_starts_no_thread(sources: list[np.ndarray]) -> None
 def test_ahead_must_be_positive(sources: list[np.ndarray]) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         SourceFlows([], RecordingReader(sources), ahead=0)
+
+
+def test_a_flow_init_is_the_blend_of_the_warped_previous_output(sources: list[np.ndarray]) -> None:
+    """The prepared halves give what `blend_init` of the link's warp gives, pixel for pixel."""
+    previous_output = stylised(sources[3])
+    with SourceFlows([coherence.FrameStep(4, "flow", previous=3)], RecordingReader(sources), source_mix=0.1) as flows:
+        wait_for(lambda: bool(flows._ready))
+        prepared = flows.flow_init(4, 3, 0.1)
+    link = temporal.correspond(sources[4], sources[3])
+    want = temporal.blend_init(link.warp(previous_output), sources[4], link.occluded, 0.1)
+    np.testing.assert_array_equal(prepared.init(previous_output), want)
+    assert prepared.coverage == link.coverage
+    np.testing.assert_array_equal(prepared.source, sources[4])
+
+
+def test_a_flow_link_is_still_there_after_its_init_was_prepared(sources: list[np.ndarray]) -> None:
+    """A prefetched flow step keeps its prepared init, not the link; asking for the link computes it."""
+    reader = RecordingReader(sources)
+    with SourceFlows([coherence.FrameStep(1, "flow", previous=0)], reader, source_mix=0.1) as flows:
+        wait_for(lambda: bool(flows._ready))
+        got = flows.get(1, 0)
+    np.testing.assert_array_equal(got.flow, temporal.correspond(sources[1], sources[0]).flow)
+    assert sorted(reader.by(threading.current_thread().name)) == [0, 1]

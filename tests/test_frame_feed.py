@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import vidstyle.frame_feed as frame_feed
 from vidstyle.deflicker import deflicker_frames
-from vidstyle.frame_feed import FeedAborted, FrameFeed, SignedFrames, read_signed
-from vidstyle.imageio import write_png
+from vidstyle.frame_feed import (
+    FeedAborted,
+    FrameFeed,
+    RecentOutputs,
+    SignedFrames,
+    read_signed,
+    yield_to_render_path,
+)
+from vidstyle.imageio import read_png, write_png
 from vidstyle.temporal import TemporalInputError, deflicker
 
 
@@ -97,3 +107,62 @@ def test_streamed_deflicker_matches_the_whole_list_version_scene_by_scene(window
 def test_streamed_deflicker_refuses_a_zero_window() -> None:
     with pytest.raises(TemporalInputError, match="window"):
         list(deflicker_frames(iter([np.zeros((4, 4, 3), np.uint8)]), 0, [0]))
+
+
+# --------------------------------------------------------------------------- recent outputs
+
+
+def _frame(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+
+def test_a_recent_output_is_served_from_memory_only_while_its_file_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = RecentOutputs()
+    path = tmp_path / "000001.png"
+    first = _frame(1)
+    write_png(path, first)
+    outputs.remember(path, first)
+    decoded: list[Path] = []
+    monkeypatch.setattr(frame_feed, "read_png", lambda p: decoded.append(p) or read_png(p))
+    assert outputs.read(path) is first and not first.flags.writeable  # no decode; nobody may change it
+    assert decoded == []
+    second = _frame(2)
+    write_png(path, second)  # a redo replaced the file (a new inode): its pixels come from disk
+    np.testing.assert_array_equal(outputs.read(path), second)
+    assert decoded == [path]
+
+
+def test_recent_outputs_keep_only_the_last_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs = RecentOutputs(keep=2)
+    paths = [tmp_path / f"{i:06d}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        write_png(path, _frame(i))
+        outputs.remember(path, _frame(i))
+    decoded: list[Path] = []
+    monkeypatch.setattr(frame_feed, "read_png", lambda p: decoded.append(p) or read_png(p))
+    for i, path in enumerate(paths):
+        np.testing.assert_array_equal(outputs.read(path), _frame(i))
+    assert decoded == [paths[0]]
+
+
+# --------------------------------------------------------------------------- follower priority
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_a_follower_thread_yields_to_the_render_path_and_only_it() -> None:
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+
+    def follower() -> None:
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        yield_to_render_path()
+        seen.extend([before, os.getpriority(os.PRIO_PROCESS, tid)])
+
+    thread = threading.Thread(target=follower)
+    thread.start()
+    thread.join()
+    assert seen[1] == min(19, seen[0] + frame_feed.FOLLOWER_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

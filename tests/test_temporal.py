@@ -159,6 +159,51 @@ def test_blend_init_keeps_the_warp_and_fills_occlusions_with_source_detail() -> 
     assert np.array_equal(temporal.blend_init(warped, source, occluded, source_mix=1.0), source)
 
 
+def _whole_frame_blend_init(
+    warped: np.ndarray, source: np.ndarray, occluded: np.ndarray, source_mix: float, fill: str
+) -> np.ndarray:
+    """blend_init as it was before the prepared halves: every step over the whole frame."""
+    patch = temporal.occlusion_fill(warped, source, occluded) if fill == "detail" and occluded.any() else source
+    init = temporal._mix(warped, patch, temporal._soft(occluded, 1.5))
+    return temporal._mix(init, source, np.full(occluded.shape, source_mix, np.float32)) if source_mix > 0 else init
+
+
+@pytest.mark.parametrize("fill", ["detail", "source"])
+@pytest.mark.parametrize("source_mix", [0.0, 0.1])
+@pytest.mark.parametrize(
+    "holes",
+    [
+        [],  # nothing occluded
+        [(slice(40, 70), slice(50, 90))],  # one hole in the middle
+        [(slice(0, 12), slice(0, 200)), (slice(150, 160), slice(180, 200))],  # at the frame's edges, far apart
+        [(slice(0, 160), slice(0, 200))],  # all of it
+        # holes in neighbouring grid cells and in cells apart, in an L whose boxes overlap
+        [
+            (slice(20, 24), slice(20, 24)),
+            (slice(20, 60), slice(100, 104)),
+            (slice(56, 60), slice(60, 104)),
+            (slice(140, 143), slice(10, 190)),
+        ],
+    ],
+    ids=["none", "middle", "edges", "all", "scattered"],
+)
+def test_prepared_blend_equals_the_whole_frame_computation(
+    fill: str, source_mix: float, holes: list[tuple[slice, slice]]
+) -> None:
+    rng = np.random.default_rng(len(holes))
+    warped = rng.integers(0, 256, (160, 200, 3), dtype=np.uint8)
+    source = mm.texture((160, 200), 3)
+    occluded = np.zeros((160, 200), bool)
+    for hole in holes:
+        occluded[hole] = True
+    expected = _whole_frame_blend_init(warped, source, occluded, source_mix, fill)
+    prepared = temporal.prepare_blend(source, occluded, source_mix, fill=fill)
+    assert np.array_equal(prepared.apply(warped), expected)
+    assert np.array_equal(temporal.blend_init(warped, source, occluded, source_mix, fill=fill), expected)
+    if holes and holes[0][0].stop < 160:  # the fill's work stays near the holes
+        assert 0 < prepared.area < 0.5 * 160 * 200
+
+
 def test_blend_init_rejects_bad_input_in_one_sentence() -> None:
     warped = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(TemporalInputError, match="same size.*64x64.*64x80|same size.*80x64"):

@@ -152,6 +152,7 @@ class FrameInputs:
     denoise: float
     finished: np.ndarray | None = None  # a keyframe fill that covers enough: kept as the output
     info: dict[str, Any] = field(default_factory=dict)  # for the ledger: how the frame was made
+    source: np.ndarray | None = None  # the frame's source pixels, when already decoded here
 
 
 def flow_denoise(spec: JobSpec) -> float:
@@ -183,6 +184,15 @@ def frame_inputs(
     (a redo of an in-between frame asks for a new sample, not the same fill again); `flows`: source
     links estimated ahead (`flow_prefetch.SourceFlows`), the same pixels as computing them here."""
     coh = spec.coherence
+    if step.how == "flow":
+        assert step.previous is not None
+        prepared = _flow_init(step, coh.source_mix, read_src, flows)
+        return FrameInputs(
+            prepared.init(read_out(step.previous)),
+            flow_denoise(spec),
+            info={"made_by": "img2img", "coherence": "flow", "coverage": round(prepared.coverage, 4)},
+            source=prepared.source,
+        )
     source = read_src(step.idx)
 
     def link_to(reference: int) -> temporal.Correspondence:
@@ -190,15 +200,6 @@ def frame_inputs(
             return flows.get(step.idx, reference)
         return temporal.correspond(source, read_src(reference))
 
-    if step.how == "flow":
-        assert step.previous is not None
-        link = link_to(step.previous)
-        init = temporal.blend_init(link.warp(read_out(step.previous)), source, link.occluded, coh.source_mix)
-        return FrameInputs(
-            init,
-            flow_denoise(spec),
-            info={"made_by": "img2img", "coherence": "flow", "coverage": round(link.coverage, 4)},
-        )
     if step.how == "between":
         assert step.before is not None and step.after is not None
         position = (step.idx - step.before) / (step.after - step.before)
@@ -211,6 +212,16 @@ def frame_inputs(
         # Large occlusions (or a redo): img2img repaints from the fill, gently, as a flow frame.
         return FrameInputs(fill.image, flow_denoise(spec), info={**info, "made_by": "img2img"})
     return FrameInputs(source, spec.sampling.denoise, info={"made_by": "img2img", "coherence": step.how})
+
+
+def _flow_init(
+    step: FrameStep, source_mix: float, read_src: ImageReader, flows: SourceFlows | None
+) -> temporal.FlowInit:
+    assert step.previous is not None
+    if flows is not None:
+        return flows.flow_init(step.idx, step.previous, source_mix)
+    source = read_src(step.idx)
+    return temporal.prepare_flow_init(temporal.correspond(source, read_src(step.previous)), source, source_mix)
 
 
 def match_output(image: np.ndarray, step: FrameStep, spec: JobSpec, read_out: ImageReader) -> np.ndarray:

@@ -2,11 +2,14 @@
 
 A flow or in-between frame's correspondence (DIS flow there and back, occlusion mask) depends
 only on the prepared source frames, never on an output; so while the backend renders frame t,
-the links of frames t+1, t+2, ... can already be estimated. `SourceFlows` does that for the
-steps the render loop has still to run, at most `ahead` results held at a time (a 1024x1024
-correspondence is ~13 MB), and hands each one out once. A link it has not reached, or no
-longer holds (a retried frame asks twice), is computed in the caller's thread exactly as
-`temporal.correspond` would: the pixels never depend on whether the prefetch was in time.
+the links of frames t+1, t+2, ... can already be estimated. For a flow frame the worker also
+prepares the source-only half of its init (`temporal.prepare_blend`: the occlusion fill's blurs
+of the source and of the visibility), which leaves a chain frame's critical path with the warp
+of the previous output and the blend. `SourceFlows` does that for the steps the render loop has
+still to run, at most `ahead` results held at a time (a 1024x1024 link is ~13 MB plus ~3 MB of
+source and, with occlusions, their box's blurs), and hands each one out once. A link it has not
+reached, or no longer holds (a retried frame asks twice), is computed in the caller's thread
+exactly as `temporal.correspond` would: the pixels never depend on whether the prefetch was in time.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import temporal
 from .coherence import FrameStep, ImageReader
+from .frame_feed import yield_to_render_path
 
 Pair = tuple[int, int]  # (target frame, reference frame)
 # The worker is 4-6x faster than a flow frame's render path (benchmarks/bench_flow_prefetch.py),
@@ -39,22 +44,39 @@ def step_pairs(step: FrameStep) -> list[Pair]:
     return []
 
 
+@dataclass
+class _Prefetched:
+    link: temporal.Correspondence | None  # None once a flow step's init is made from it (less to hold)
+    flow_init: temporal.FlowInit | None  # flow steps, with the source mix the prefetch was told
+
+
 class SourceFlows:
     """Correspondences of upcoming steps, estimated ahead on one background thread.
 
     `steps` in the order they are likely to render (the render loop's pending frames, lowest
-    index first); `get` blocks while the worker is on the asked link, takes it if ready, and
-    otherwise computes it inline. `close` (or leaving a `with` block) stops the thread.
+    index first); `get` (and `flow_init`) blocks while the worker is on the asked link, takes it
+    if ready, and otherwise computes it inline. `source_mix`: the job's coherence.source_mix, for
+    the flow steps' prepared blends (a frame asking with another mix gets its blend made inline).
+    `close` (or leaving a `with` block) stops the thread.
     """
 
-    def __init__(self, steps: Iterable[FrameStep], read_src: ImageReader, ahead: int = DEFAULT_AHEAD) -> None:
+    def __init__(
+        self,
+        steps: Iterable[FrameStep],
+        read_src: ImageReader,
+        ahead: int = DEFAULT_AHEAD,
+        source_mix: float | None = None,
+    ) -> None:
         if ahead < 1:
             raise ValueError(f"SourceFlows needs to look at least 1 link ahead (got {ahead}).")
+        steps = list(steps)
         self._pairs = deque(dict.fromkeys(pair for step in steps for pair in step_pairs(step)))
+        self._flow_pairs = {pair for step in steps if step.how == "flow" for pair in step_pairs(step)}
+        self._source_mix = source_mix
         self._read_src = read_src
         self._ahead = ahead
         self._lock = threading.Condition()
-        self._ready: dict[Pair, temporal.Correspondence] = {}
+        self._ready: dict[Pair, _Prefetched] = {}
         self._taken: set[Pair] = set()  # handed out or computed inline: the worker skips them
         self._busy: Pair | None = None
         self._closed = False
@@ -70,16 +92,29 @@ class SourceFlows:
 
     def get(self, target: int, reference: int) -> temporal.Correspondence:
         """`temporal.correspond(read_src(target), read_src(reference))`, prefetched when possible."""
-        pair = (target, reference)
+        found = self._take((target, reference))
+        if found is not None and found.link is not None:
+            return found.link
+        return temporal.correspond(self._read_src(target), self._read_src(reference))
+
+    def flow_init(self, target: int, reference: int, source_mix: float) -> temporal.FlowInit:
+        """A flow frame's link, source and prepared blend, prefetched when possible."""
+        found = self._take((target, reference))
+        if found is not None and found.flow_init is not None and found.flow_init.blend.source_mix == source_mix:
+            return found.flow_init
+        source = self._read_src(target)
+        link = found.link if found is not None and found.link is not None else None
+        link = link or temporal.correspond(source, self._read_src(reference))
+        return temporal.prepare_flow_init(link, source, source_mix)
+
+    def _take(self, pair: Pair) -> _Prefetched | None:
         with self._lock:
             while self._busy == pair:
                 self._lock.wait()
             found = self._ready.pop(pair, None)
             self._taken.add(pair)
             self._lock.notify_all()  # a slot in the buffer is free again
-        if found is not None:
-            return found
-        return temporal.correspond(self._read_src(target), self._read_src(reference))
+        return found
 
     def close(self) -> None:
         """Stop the worker (it finishes the link in hand, ~15 ms) and drop what it holds."""
@@ -104,6 +139,7 @@ class SourceFlows:
             return self._busy
 
     def _run(self) -> None:
+        yield_to_render_path()  # frames ahead: the chain's next frame goes first
         frames: dict[int, np.ndarray] = {}
 
         def read(idx: int) -> np.ndarray:
@@ -115,15 +151,22 @@ class SourceFlows:
 
         while (pair := self._next()) is not None:
             try:
-                link = temporal.correspond(read(pair[0]), read(pair[1]))
+                found: _Prefetched | None = self._estimate(pair, read)
             except Exception:
                 # The caller computes this link (and the rest) itself and meets the error there,
                 # where the render loop reports it; the worker just stops.
-                link = None
+                found = None
             with self._lock:
                 self._busy = None
-                if link is not None:
-                    self._ready[pair] = link
+                if found is not None:
+                    self._ready[pair] = found
                 else:
                     self._closed = True
                 self._lock.notify_all()
+
+    def _estimate(self, pair: Pair, read: ImageReader) -> _Prefetched:
+        source = read(pair[0])
+        link = temporal.correspond(source, read(pair[1]))
+        if self._source_mix is None or pair not in self._flow_pairs:
+            return _Prefetched(link, None)
+        return _Prefetched(None, temporal.prepare_flow_init(link, source, self._source_mix))

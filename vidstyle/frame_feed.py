@@ -12,6 +12,7 @@ failed or that repair is still changing.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +24,24 @@ from .imageio import read_png
 # What identifies one version of a frame file: every write is an atomic rename of a new file,
 # so a rewritten frame has a new inode (and, in practice, a new mtime).
 FileSignature = tuple[int, int, int]
+
+
+# How much nicer than the render path a follower thread runs (Linux nice steps).
+FOLLOWER_NICENESS = 10
+
+
+def yield_to_render_path() -> None:
+    """Lower the calling follower thread's CPU priority (and that of threads it starts, such as
+    FFmpeg's encoder threads), so on a machine with few cores the render path that feeds the
+    GPU gets the CPU first; followers have frames of slack. Linux only (threads have their own
+    nice value there); elsewhere, or if the system refuses, nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + FOLLOWER_NICENESS))
+    except OSError:
+        pass
 
 
 class FeedAborted(Exception):
@@ -134,3 +153,32 @@ def read_signed(path: Path) -> tuple[np.ndarray, FileSignature]:
         image = read_png(path)
         if file_signature(path) == before:
             return image, before
+
+
+class RecentOutputs:
+    """The last few output frames the render loop wrote, in memory with the signature of the file
+    written, so a chain's next frame need not decode the PNG just written (~15 ms at 1024x1024 on
+    its critical path). A file that has changed since (a redo, another run) is read from disk; PNG
+    is lossless, so the pixels are the file's either way and a resumed chain starts from the same."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._frames: dict[Path, tuple[FileSignature, np.ndarray]] = {}
+
+    def remember(self, path: Path, pixels: np.ndarray) -> None:
+        """After `pixels` were written to `path` (the caller no longer changes them)."""
+        pixels.flags.writeable = False  # handed to other threads from here on
+        signature = file_signature(path)
+        with self._lock:
+            self._frames.pop(path, None)
+            self._frames[path] = (signature, pixels)
+            while len(self._frames) > self._keep:
+                del self._frames[next(iter(self._frames))]
+
+    def read(self, path: Path) -> np.ndarray:
+        with self._lock:
+            kept = self._frames.get(path)
+        if kept is not None and file_signature(path) == kept[0]:
+            return kept[1]
+        return read_png(path)

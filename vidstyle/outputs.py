@@ -24,7 +24,7 @@ from .coherence import NOTES_META, job_scenes
 from .deflicker import deflicker_frames
 from .errors import JobStateError
 from .events import EventCallback, ProgressEvent, ignore_event
-from .frame_feed import FeedAborted, FrameFeed, SignedFrames, read_signed
+from .frame_feed import FeedAborted, FrameFeed, SignedFrames, read_signed, yield_to_render_path
 from .imageio import read_png
 from .job import Job
 from .report_html import write_report_html
@@ -252,6 +252,7 @@ class EncodeFollower:
         self._feed.wait_sealed()
 
     def _encode(self, name: str) -> None:
+        yield_to_render_path()
         try:
             if name == "result":
                 frames = _result_frames(self._job, (image for _, image in self._outputs()), self._starts)

@@ -35,7 +35,7 @@ from .background_prepare import BackgroundPrepare, prepares_while_rendering
 from .errors import BackendError, Cancelled, JobStateError, SpecError
 from .events import EventCallback, ProgressEvent, ignore_event, status_reporter
 from .flow_prefetch import SourceFlows
-from .frame_feed import FrameFeed
+from .frame_feed import FrameFeed, RecentOutputs
 from .imageio import decode_png, read_png, write_png
 from .infotext import build_parameters
 from .job import Job, check_new_job, create_job, prepare
@@ -232,16 +232,16 @@ def build_request(
     init_png = job.src_path(row.idx).read_bytes()
     control_png = job.control_path(row.idx).read_bytes()
     # OpenCV decodes these without the GIL, several times faster than Pillow (the same pixels).
-    init_image = Image.fromarray(decode_png(init_png))
     control_image = Image.fromarray(decode_png(control_png))
     if guided is not None:
+        source = guided.source if guided.source is not None else decode_png(init_png)
         return replace(
             _request(row, spec, Image.fromarray(guided.init), control_image, None, control_png),
             denoise=guided.denoise,
-            source_image=init_image,
+            source_image=Image.fromarray(source),
             source_png=init_png,
         )
-    return _request(row, spec, init_image, control_image, init_png, control_png)
+    return _request(row, spec, Image.fromarray(decode_png(init_png)), control_image, init_png, control_png)
 
 
 def _request(
@@ -276,17 +276,20 @@ def _render_one(
     step: coherence.FrameStep | None = None,
     force_render: bool = False,
     flows: SourceFlows | None = None,
+    outputs: RecentOutputs | None = None,
 ) -> _Rendered:
     """Worker thread: read inputs, call the backend, write the output PNG.
 
     File I/O happens here so it overlaps with other frames; only the ledger update (which
     makes the frame count as done) happens on the main thread, after the file is in place.
-    A flow or in-between frame reads the outputs it depends on from their PNGs (never from
-    memory), so a resumed chain starts from exactly the pixels an unbroken run had.
+    A flow or in-between frame reads the outputs it depends on from their PNGs, or from the
+    memory copy of exactly that file (`outputs`), so a resumed chain starts from the pixels an
+    unbroken run had.
     """
     step = step or coherence.FrameStep(row.idx, "alone")
+    outputs = outputs or RecentOutputs(keep=0)
     read_src = lambda idx: read_png(job.src_path(idx))  # noqa: E731
-    read_out = lambda idx: read_png(job.out_path(idx))  # noqa: E731
+    read_out = lambda idx: outputs.read(job.out_path(idx))  # noqa: E731
     guided = None
     if step.how in ("flow", "between"):
         started = time.perf_counter()
@@ -299,6 +302,7 @@ def _render_one(
                 guided.finished,
                 text={"parameters": f"filled from keyframes {step.before} and {step.after} by optical flow"},
             )
+            outputs.remember(job.out_path(row.idx), guided.finished)
             return _Rendered(seed=seed, render_ms=(time.perf_counter() - started) * 1000.0, info=guided.info)
     request = build_request(job, row, spec) if guided is None else build_request(job, row, spec, guided)
     with slots.turn(ticket):  # in queue order, never more calls in flight than the backend allows
@@ -316,6 +320,7 @@ def _render_one(
     pixels = coherence.match_output(np.asarray(image), step, spec, read_out)
     parameters = result.info.get("parameters") or build_parameters(spec, request.seed, row.idx)
     write_png(job.out_path(row.idx), pixels, text={"parameters": str(parameters)})
+    outputs.remember(job.out_path(row.idx), pixels)
     info = {k: v for k, v in result.info.items() if k != "parameters"}
     if guided is not None:
         info.update(guided.info)
@@ -408,7 +413,16 @@ def render_pending(
     # One thread more than backend slots, so reading and writing PNGs overlaps the backend call.
     pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="vidstyle-frame")
     # Source-to-source flow needs no output: estimated ahead, on a thread of its own, while the backend renders.
-    flows = SourceFlows([plan.steps[idx] for idx in todo], lambda idx: read_png(job.src_path(idx))) if plan else None
+    flows = (
+        SourceFlows(
+            [plan.steps[idx] for idx in todo],
+            lambda idx: read_png(job.src_path(idx)),
+            source_mix=job.spec.coherence.source_mix,
+        )
+        if plan
+        else None
+    )
+    outputs = RecentOutputs()
     try:
         while queue or inflight or (gate and not gate.exhausted):
             if cancel.cancelled:
@@ -427,7 +441,9 @@ def render_pending(
                 # keyframes changed is filled again.
                 force = row.attempt > 0 and followers_of.get(str(row.idx)) != row.attempt
                 ticket = slots.ticket()
-                future = pool.submit(_render_one, job, row, spec, backend, slots, ticket, rate, step, force, flows)
+                future = pool.submit(
+                    _render_one, job, row, spec, backend, slots, ticket, rate, step, force, flows, outputs
+                )
 
                 def release(_done: Future[_Rendered], ticket: int = ticket) -> None:
                     slots.withdraw(ticket)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from . import quality, temporal
-from .frame_feed import FeedAborted, FileSignature, FrameFeed, file_signature, read_signed
+from .frame_feed import FeedAborted, FileSignature, FrameFeed, file_signature, read_signed, yield_to_render_path
 from .imageio import read_png
 from .job import Job, prepare
 from .ledger import Ledger
@@ -154,6 +154,7 @@ class ScoreFollower:
         self._thread.start()
 
     def _run(self) -> None:
+        yield_to_render_path()
         previous: _Frame | None = None
         try:
             for idx in self._feed.iter_done():
