@@ -19,7 +19,6 @@ the end:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,25 +292,6 @@ def on_ui_tabs() -> list[tuple[Any, str, str]]:
 # -- the HTTP routes ------------------------------------------------------------------------------
 
 
-def api_auth_dependency(credentials: dict[str, str]) -> Callable[..., bool]:
-    """The WebUI API's own check (HTTP basic, any of the --api-auth users), for our routes."""
-    from fastapi import Depends, HTTPException
-    from fastapi.security import HTTPBasic
-
-    from vidstyle.auth import credentials_match
-
-    # No annotation on `given`: with postponed annotations FastAPI could not resolve a local
-    # import's name, and a Depends() default needs none.
-    def check(given=Depends(HTTPBasic())) -> bool:  # type: ignore[no-untyped-def]
-        if credentials_match(given.username, given.password, credentials.items()):
-            return True
-        raise HTTPException(
-            status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
-        )
-
-    return check
-
-
 def allowed_roots(jobs_root: Path) -> list[Path]:
     """Folders API clients may name source videos in: the WebUI's data folder, the jobs folder,
     and every --gradio-allowed-path (the WebUI's own list of folders it may serve files from)."""
@@ -350,7 +330,6 @@ def on_app_started(demo: Any, app: Any) -> None:
     if import_problem(API_MODULES) is not None:
         print("Video Stylize: /vidstyle/v1 is not served; the Video Stylize tab says why.", file=sys.stderr)
         return
-    from fastapi import Depends
 
     from vidstyle.auth import parse_credential_list
     from vidstyle.compat import ValidationError
@@ -368,15 +347,15 @@ def on_app_started(demo: Any, app: Any) -> None:
         return
     manager = _host.get_manager()
     credentials = parse_credential_list(getattr(cmd_opts, "api_auth", None))  # as the WebUI's API reads it
-    dependencies = [Depends(api_auth_dependency(credentials))] if credentials else None
     router = create_router(
         manager,
         allowed_roots(manager.output_root),
+        auth=list(credentials.items()) or None,
         default_backend="webui_local",
         default_preset=lambda: str(option(OPT_PRESET, DEFAULT_PRESET)),
         policy=policy,
     )
-    app.include_router(router, dependencies=dependencies)
+    app.include_router(router)
 
 
 def on_script_unloaded() -> None:

@@ -184,9 +184,8 @@ def test_grid_has_source_canny_and_one_row_per_epoch(clip: Path, tmp_path: Path)
     assert sorted(p.name for p in (run / "report").iterdir()) == ["video-dance.html", "video-dance.png"]
 
 
-def test_the_trigger_word_leads_the_prompt_and_the_seed_is_shared(clip: Path, tmp_path: Path) -> None:
-    run = make_run(tmp_path)
-    seen: list[tuple] = []
+def recording_backend(seen: list[tuple]) -> type:
+    """A backend double that returns the init image and records each request's frame, seed, prompt and LoRAs."""
 
     class Recorder:
         name, concurrency = "recorder", 1
@@ -211,14 +210,47 @@ def test_the_trigger_word_leads_the_prompt_and_the_seed_is_shared(clip: Path, tm
         def close(self) -> None:
             pass
 
+    return Recorder
+
+
+def test_the_trigger_word_leads_the_prompt_and_the_seed_is_shared(clip: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    seen: list[tuple] = []
     preview_run_on_video(
-        run, preview_spec(clip, **{"sampling.seed_policy": "per_frame"}), frames="3,20", backend_factory=Recorder
+        run,
+        preview_spec(clip, **{"sampling.seed_policy": "per_frame"}),
+        frames="3,20",
+        backend_factory=recording_backend(seen),
     )
     assert len(seen) == 3 * 2
     assert all(prompt.startswith("mikuchan, masterpiece") for _, _, prompt, _ in seen)
     assert {frame: seed for frame, seed, _, _ in seen} == {3: 10, 20: 27}  # per-frame policy, same for every epoch
     files = [loras[-1][0] for _, _, _, loras in seen]
     assert [Path(f).name for f in files[::2]] == [f"mikuchan-{e:06d}.safetensors" for e in (1, 2, 3)]
+
+
+def test_other_loras_stay_and_the_runs_own_files_are_left_out(clip: Path, tmp_path: Path) -> None:
+    """The CLI and the tab share this rule: a style LoRA the video uses stays in every row; the
+    run's own files (the installed final LoRA, an epoch by name, by path, or staged) are left out."""
+    run = make_run(tmp_path)
+    seen: list[tuple] = []
+    events: list[RenderEvent] = []
+    loras = [
+        {"name": "anime-lineart", "weight": 0.6},
+        {"name": "mikuchan", "weight": 1.0},
+        {"name": "mikuchan-000002", "weight": 1.0},
+        {"name": str(run / "output" / "mikuchan-000001.safetensors"), "weight": 0.9},
+        {"name": "vidstyle-mikuchan-e0003", "weight": 0.7},
+        {"name": "mikuchan_v2", "weight": 0.5},  # another LoRA whose name only starts the same
+    ]
+    spec = preview_spec(clip, **{"model.loras": loras})
+    preview_run_on_video(run, spec, frames="3", backend_factory=recording_backend(seen), on_event=events.append)
+    assert len(seen) == 3
+    for _, _, _, used in seen:
+        assert used[:2] == [("anime-lineart", 0.6), ("mikuchan_v2", 0.5)] and len(used) == 3
+    assert [Path(used[-1][0]).name for _, _, _, used in seen] == [f"mikuchan-{e:06d}.safetensors" for e in (1, 2, 3)]
+    notes = [e.message for e in events if e.kind == "status" and e.message.startswith("left out LoRA")]
+    assert len(notes) == 1 and "mikuchan, mikuchan-000002" in notes[0] and "anime-lineart" not in notes[0]
 
 
 # --------------------------------------------------------------------------- bad input

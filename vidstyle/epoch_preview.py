@@ -162,6 +162,41 @@ def _render_cells(
     return rows
 
 
+_LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+
+
+def _is_run_lora(name: str, run_label: str, epochs: Sequence[EpochLora]) -> bool:
+    """Whether a LoRA (a WebUI name or a file path) is one of this run's files: its final LoRA,
+    a saved epoch (kohya names them OUTPUT-NNNNNN), or an epoch staged for a WebUI earlier."""
+    path = Path(name)
+    stem = path.name[: -len(path.suffix)] if path.suffix.lower() in _LORA_SUFFIXES else path.name
+    names = {
+        run_label,
+        *(f"{run_label}-{e.epoch:06d}" for e in epochs),
+        *(staged_name(run_label, e.epoch) for e in epochs),
+    }
+    names |= {e.path.stem for e in epochs}
+    if stem in names:
+        return True
+    try:
+        return path.is_file() and any(path.samefile(e.path) for e in epochs if e.path.is_file())
+    except OSError:
+        return False
+
+
+def without_run_loras(spec: JobSpec, run_label: str, epochs: Sequence[EpochLora]) -> tuple[JobSpec, list[str]]:
+    """The spec without the LoRAs that are files of the run being compared, and their names.
+
+    Other LoRAs (a style LoRA the video is rendered with) stay, so every row looks as the video
+    would; an epoch of this run stacked on each row would blur the difference between rows.
+    """
+    keep = [lora for lora in spec.model.loras if not _is_run_lora(lora.name, run_label, epochs)]
+    if len(keep) == len(spec.model.loras):
+        return spec, []
+    left_out = [lora.name for lora in spec.model.loras if lora not in keep]
+    return spec.with_overrides({"model.loras": [lora.dict() for lora in keep]}), left_out
+
+
 def render_epoch_preview(
     spec: JobSpec,
     epochs: Sequence[EpochLora],
@@ -192,6 +227,16 @@ def render_epoch_preview(
         raise UserInputError("No source video given; give the video to preview the epochs on.")
     check_families(epochs, checkpoint_family(spec), spec.model.checkpoint)
     spec = spec.resolved()  # one fixed seed for the whole grid
+    spec, left_out = without_run_loras(spec, run_label, epochs)
+    if left_out:
+        on_event(
+            RenderEvent(
+                "status",
+                "prepare",
+                message=f"left out LoRA {', '.join(left_out)}: a file of this run would blur the comparison "
+                "(each epoch is added in turn)",
+            )
+        )
     on_event(RenderEvent("stage", "prepare", message="choosing frames"))
     chosen = choose_frames(spec.source.path, spec.source, spec.controlnet, frames, count)
     columns = read_columns(spec, chosen)

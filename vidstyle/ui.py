@@ -390,8 +390,8 @@ class _Tab:
         from trainer.epoch_video import preview_run_on_video
 
         try:
-            # Only the epoch's LoRA: a LoRA picked above (perhaps an installed epoch) would blur the comparison.
-            spec = self.spec(values).with_overrides({"model.loras": []})
+            # The engine leaves out a LoRA picked above that is a file of this run (an installed epoch).
+            spec = self.spec(values)
             result = self.manager.run_exclusive(
                 lambda factory, auth: preview_run_on_video(
                     Path((run_dir or "").strip()),
