@@ -23,7 +23,7 @@ import numpy as np
 
 from . import temporal
 from .coherence import FrameStep, ImageReader
-from .frame_feed import yield_to_render_path
+from .frame_feed import follower_thread
 
 Pair = tuple[int, int]  # (target frame, reference frame)
 # The worker is 4-6x faster than a flow frame's render path (benchmarks/bench_flow_prefetch.py),
@@ -80,7 +80,8 @@ class SourceFlows:
         self._taken: set[Pair] = set()  # handed out or computed inline: the worker skips them
         self._busy: Pair | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="vidstyle-flow-prefetch", daemon=True)
+        # Frames ahead: the chain's next frame goes first.
+        self._thread = follower_thread(self._run, name="vidstyle-flow-prefetch")
         if self._pairs:
             self._thread.start()
 
@@ -139,7 +140,6 @@ class SourceFlows:
             return self._busy
 
     def _run(self) -> None:
-        yield_to_render_path()  # frames ahead: the chain's next frame goes first
         frames: dict[int, np.ndarray] = {}
 
         def read(idx: int) -> np.ndarray:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 
 from .imageio import read_png
@@ -28,13 +30,38 @@ FileSignature = tuple[int, int, int]
 
 # How much nicer than the render path a follower thread runs (Linux nice steps).
 FOLLOWER_NICENESS = 10
+_pools_started = threading.Lock()
+_pools_ready = False
 
 
-def yield_to_render_path() -> None:
-    """Lower the calling follower thread's CPU priority (and that of threads it starts, such as
-    FFmpeg's encoder threads), so on a machine with few cores the render path that feeds the
-    GPU gets the CPU first; followers have frames of slack. Linux only (threads have their own
-    nice value there); elsewhere, or if the system refuses, nothing changes."""
+def _start_shared_pools() -> None:
+    """Have OpenCV start its worker pool now, from the calling (render) thread: a pool started
+    from a follower would inherit its lower priority, and the whole process (the WebUI's own
+    OpenCV calls included) would run on lower-priority workers from then on."""
+    global _pools_ready
+    with _pools_started:
+        if not _pools_ready:
+            cv2.GaussianBlur(np.zeros((1024, 1024), np.float32), (0, 0), 3.0)
+            _pools_ready = True
+
+
+def follower_thread(target: Callable[..., None], name: str, args: tuple[Any, ...] = ()) -> threading.Thread:
+    """A daemon thread for work that follows the render loop (scores, encoding, prefetch).
+
+    On Linux it runs at a lower CPU priority (and so do threads it starts, such as FFmpeg's
+    encoder threads): on a machine with few cores the render path that feeds the GPU gets the CPU
+    first, and followers have frames of slack. Elsewhere, or if the system refuses, nothing changes.
+    """
+    _start_shared_pools()
+
+    def run() -> None:
+        _lower_priority()
+        target(*args)
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
+def _lower_priority() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:

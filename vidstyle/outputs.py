@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from .coherence import NOTES_META, job_scenes
 from .deflicker import deflicker_frames
 from .errors import JobStateError
 from .events import EventCallback, ProgressEvent, ignore_event
-from .frame_feed import FeedAborted, FrameFeed, SignedFrames, read_signed, yield_to_render_path
+from .frame_feed import FeedAborted, FrameFeed, SignedFrames, follower_thread, read_signed
 from .imageio import read_png
 from .job import Job
 from .report_html import write_report_html
@@ -236,7 +235,7 @@ class EncodeFollower:
         self._warnings: list[str] = []
         self._reports: dict[str, EncodeReport] = {}
         self._threads = [
-            threading.Thread(target=self._encode, args=(name,), name=f"vidstyle-encode-{name}", daemon=True)
+            follower_thread(self._encode, name=f"vidstyle-encode-{name}", args=(name,))
             for name in ("result", "compare")
         ]
         for thread in self._threads:
@@ -252,7 +251,6 @@ class EncodeFollower:
         self._feed.wait_sealed()
 
     def _encode(self, name: str) -> None:
-        yield_to_render_path()
         try:
             if name == "result":
                 frames = _result_frames(self._job, (image for _, image in self._outputs()), self._starts)

@@ -10,7 +10,6 @@ warp error can be measured; frames that start a scene have none.
 from __future__ import annotations
 
 import statistics
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from . import quality, temporal
-from .frame_feed import FeedAborted, FileSignature, FrameFeed, file_signature, read_signed, yield_to_render_path
+from .frame_feed import FeedAborted, FileSignature, FrameFeed, file_signature, follower_thread, read_signed
 from .imageio import read_png
 from .job import Job, prepare
 from .ledger import Ledger
@@ -150,11 +149,10 @@ class ScoreFollower:
     def __init__(self, job: Job, feed: FrameFeed) -> None:
         self.measurements = Measurements()
         self._job, self._feed = job, feed
-        self._thread = threading.Thread(target=self._run, name="vidstyle-scores", daemon=True)
+        self._thread = follower_thread(self._run, name="vidstyle-scores")
         self._thread.start()
 
     def _run(self) -> None:
-        yield_to_render_path()
         previous: _Frame | None = None
         try:
             for idx in self._feed.iter_done():
