@@ -6,8 +6,8 @@ the links of frames t+1, t+2, ... can already be estimated. For a flow frame the
 prepares the source-only half of its init (`temporal.prepare_blend`: the occlusion fill's blurs
 of the source and of the visibility), which leaves a chain frame's critical path with the warp
 of the previous output and the blend. `SourceFlows` does that for the steps the render loop has
-still to run, at most `ahead` results held at a time (a 1024x1024 link is ~13 MB plus ~3 MB of
-source and, with occlusions, their box's blurs), and hands each one out once. A link it has not
+still to run, at most `ahead` results held at a time (see DEFAULT_AHEAD), and hands each one out
+once. A link it has not
 reached, or no longer holds (a retried frame asks twice), is computed in the caller's thread
 exactly as `temporal.correspond` would: the pixels never depend on whether the prefetch was in time.
 """
@@ -27,8 +27,10 @@ from .frame_feed import follower_thread
 
 Pair = tuple[int, int]  # (target frame, reference frame)
 # The worker is 4-6x faster than a flow frame's render path (benchmarks/bench_flow_prefetch.py),
-# so 2 links would keep up; 4 leaves room for an in-between frame's two and holds <= ~55 MB at
-# 1024x1024 (8 measured +67 MB peak RSS over 4, no faster).
+# so 2 links would keep up; 4 leaves room for an in-between frame's two. At 1024x1024 a link is
+# ~14 MB and a prepared flow init ~20 MB with occlusions over a fifth of the frame (sample maps
+# 8 MB, source 3 MB, the boxes' blurs), so this holds ~55-80 MB (8 measured +67 MB peak RSS over
+# 4 for links alone, no faster).
 DEFAULT_AHEAD = 4
 # Source frames the worker keeps after reading: a chain's consecutive links share one frame,
 # an in-between frame's two links share the target.
