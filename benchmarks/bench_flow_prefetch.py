@@ -3,7 +3,8 @@
 A chain of `frame_inputs` calls as the render loop makes them (source and previous output read
 from PNGs, output written back), with `--backend-ms` of sleep standing in for the backend call
 (a GPU backend leaves the CPU free meanwhile; 0 is the pass-through case). Prints ms/frame on
-the render path, wall ms/frame, and how many links the prefetch thread supplied.
+the render path, wall ms/frame, and how many links the prefetch thread supplied (for flow frames
+with the source-only half of the init prepared, as the render loop asks for it).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def run(root: Path, frames: int, prefetch: bool, backend_ms: float, ahead: int) 
 
     write_png(root / "out" / f"{0:06d}.png", read_src(0))
     calls.clear()
-    flows = SourceFlows(plan.steps[1:], read_src, ahead=ahead) if prefetch else None
+    flows = (
+        SourceFlows(plan.steps[1:], read_src, ahead=ahead, source_mix=spec.coherence.source_mix) if prefetch else None
+    )
     on_path = 0.0
     start = time.perf_counter()
     try:
