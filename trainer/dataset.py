@@ -33,6 +33,7 @@ from typing import Any
 
 from PIL import Image
 
+from vidstyle.atomic import write_bytes
 from vidstyle.errors import OutputError, UserInputError
 from vidstyle.events import EventCallback, ProgressEvent, ignore_event
 from vidstyle.filenames import safe_name
@@ -240,7 +241,7 @@ def _build(
         train_dir = f"img/{repeats}_{options.name}"
         outputs = _place_outputs(kept, val_names, staging, work, train_dir)
         shutil.rmtree(work)
-        (staging / "tag_frequency.csv").write_text(tag_report["csv"], encoding="utf-8")
+        _write_file(staging / "tag_frequency.csv", tag_report["csv"])
         outputs.append("tag_frequency.csv")
     with clock("sheets"):
         if options.contact_sheets:
@@ -249,8 +250,21 @@ def _build(
     manifest = build_manifest(
         options, entries, ignored, tag_report, train_dir, repeats, repeats_auto, notes, sorted(outputs)
     )
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_file(staging / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
+
+
+def _write_file(path: Path, text: str, durable: bool = True) -> None:
+    """Write `text` (UTF-8) through vidstyle.atomic: a stop half-way leaves no partial file.
+
+    atomic words an OSError as an OutputError about this one file (and says "resume the job");
+    the original OSError goes on instead, so prepare() still words it for the dataset as a whole."""
+    try:
+        write_bytes(path, text.encode("utf-8"), durable=durable)
+    except OutputError as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise exc.__cause__ from None
+        raise
 
 
 def _work_settings(options: PrepOptions) -> WorkSettings:
@@ -499,7 +513,9 @@ def _place_outputs(kept: Sequence[Entry], val_names: set, staging: Path, work: P
         os.replace(work / f"{entry.result.index:06d}.png", staging / image_rel)  # type: ignore[union-attr]
         # sd-scripts reads the first line of the caption and refuses an empty file: the
         # trigger word guarantees a non-empty line.
-        (staging / caption_rel).write_text((entry.caption or "") + "\n", encoding="utf-8")
+        # Not fsynced one by one: the image beside it is not either (worker.py), and the staging
+        # folder keeps both out of sight until the whole dataset is swapped in.
+        _write_file(staging / caption_rel, (entry.caption or "") + "\n", durable=False)
         entry.output = image_rel
         outputs.extend([image_rel, caption_rel])
     return outputs

@@ -510,7 +510,9 @@ def train(
 
     Notes and the progress bar go to `out` (default: stderr); `on_event` gets ProgressEvents of
     stage "train": "stage" at launch, "progress" per step (done/total steps, ETA, epoch, loss),
-    "status" for epochs, saves and samples, "warning", and "done" when the LoRA is saved."""
+    "status" for epochs, saves and samples, "warning", and "done" when the LoRA is saved; a
+    launched run that does not finish (sd-scripts failed, a bad loss, a user stop) ends with one
+    "failed" event carrying the raised exception's message instead."""
     options = options or LaunchOptions()
     out = out or sys.stderr
     run = load_run(run_dir)
@@ -536,8 +538,15 @@ def train(
     guard = LossGuard(factor=options.loss_factor)
     print(f"sd-scripts {sd.version} at {sd.root}", file=out)
     print(f"launching: {command_text(argv)}", file=out, flush=True)
-    outcome = _stream(run, argv, sd, parser, guard, options, out, on_event)
-    return _finish(run, parser, outcome, out, on_event)
+    try:
+        outcome = _stream(run, argv, sd, parser, guard, options, out, on_event)
+        return _finish(run, parser, outcome, out, on_event)
+    except VidstyleError as exc:
+        # A launched run always ends with one closing event, as a finished one ends with "done";
+        # events.py has no "cancelled" kind, so a user stop closes with "failed" too (the
+        # exception, Cancelled or TrainingError, tells them apart).
+        on_event(train_event("failed", progress, str(exc)))
+        raise
 
 
 def _empty_subset_notes(run: Run, parser: LogParser, display: _Display) -> list[str]:
