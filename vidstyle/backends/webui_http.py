@@ -3,7 +3,8 @@
 httpx exceptions and HTTP error answers are translated here, once, into `WebUIHTTPError`
 with a `kind` the backend routes on (server down vs. request rejected); the backend and
 preflight turn those into the one-sentence errors of `vidstyle.errors`. Works with httpx
-0.24 (the WebUI's pin) through 0.28: only long-stable API is used.
+0.24 (the WebUI's pin) through 0.28: only long-stable API is used, save one guarded hook
+into httpcore for the total request deadline (`_install_deadline_backend`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import cv2
+import httpcore
 import httpx
 import numpy as np
 from PIL import Image
@@ -42,6 +46,12 @@ MIB = 1024 * 1024
 # ~17 MB as base64, plus infotext and ControlNet's detected maps; 256 MiB leaves >10x room
 # while a hostile or misdirected server can no longer make us hold gigabytes.
 MAX_ANSWER_BYTES = 256 * MIB
+# httpx's timeouts are per read, so a server that drips a byte every few seconds could hold a
+# request for hours. Each request must instead be over (sent, answered, read) within its
+# timeout plus this grace: 10 % of it, at least 1 s, leaving room to read a large answer that
+# began just inside the timeout.
+DEADLINE_GRACE_FRACTION = 0.1
+DEADLINE_GRACE_MIN = 1.0
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,7}$")
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,7 @@ class WebUIClient:
             timeout=httpx.Timeout(request_timeout, connect=self.connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        _install_deadline_backend(self._client)
 
     def get_json(self, path: str, timeout: float | None = None, params: dict[str, Any] | None = None) -> Any:
         return self._call("GET", path, timeout=timeout, params=params)
@@ -139,6 +150,8 @@ class WebUIClient:
         headers = {"Content-Type": "application/json"} if content is not None else None
         # httpcore's trace hook (httpcore 0.15+): events "<protocol>.send_request_body.complete" etc.
         extensions = {"trace": _body_sent_tracer(on_sent)} if on_sent is not None else None
+        deadline = _Deadline(seconds)
+        token = _current_deadline.set(deadline)
         try:
             # Streamed so an answer past max_answer_bytes is dropped before it is all in memory.
             with self._client.stream(
@@ -150,14 +163,131 @@ class WebUIClient:
                 timeout=httpx.Timeout(seconds, connect=min(self.connect_timeout, seconds)),
                 extensions=extensions,
             ) as response:
-                body = _read_capped(response, self.max_answer_bytes, method, path)
+                body = _read_capped(response, self.max_answer_bytes, method, path, deadline)
         except httpx.TimeoutException:
+            if deadline.expired():  # a socket wait cut short by the deadline, not a silent server
+                raise deadline.error(method, path) from None
             raise WebUIHTTPError(TIMEOUT, f"no answer to {method} {path} within {seconds:g} s") from None
         except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise WebUIHTTPError(UNREACHABLE, _transport_reason(exc)) from None
         except httpx.DecodingError:  # e.g. a body that says gzip and is not
             raise WebUIHTTPError(BAD_RESPONSE, f"the answer to {method} {path} could not be decompressed") from None
+        finally:
+            _current_deadline.reset(token)
         return _json_or_raise(response.status_code, body, method, path)
+
+
+def deadline_grace(seconds: float) -> float:
+    """Seconds past a request's timeout before its total deadline abandons it."""
+    return max(DEADLINE_GRACE_MIN, seconds * DEADLINE_GRACE_FRACTION)
+
+
+class _Deadline:
+    """One request's total time: its timeout plus `deadline_grace`. The clock starts at its first
+    network operation, so waiting for a free pooled connection (httpx's pool timeout) does not count."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.budget = seconds + deadline_grace(seconds)
+        self.ends: float | None = None
+
+    def start(self) -> None:
+        self.remaining()
+
+    def remaining(self) -> float:
+        if self.ends is None:
+            self.ends = time.monotonic() + self.budget
+        return self.ends - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.ends is not None and time.monotonic() >= self.ends
+
+    def error(self, method: str, path: str) -> WebUIHTTPError:
+        return WebUIHTTPError(TIMEOUT, f"no complete answer to {method} {path} within {self.seconds:g} s")
+
+
+# The deadline of the request this thread is making: sync httpx does all of a request's
+# I/O on the calling thread, and a ContextVar keeps concurrent requests apart.
+_current_deadline: ContextVar[_Deadline | None] = ContextVar("webui_http_deadline", default=None)
+
+
+def _clamp(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` shortened to what is left of the current request's deadline (`error` once none is)."""
+    deadline = _current_deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline.remaining()
+    if left <= 0:  # a zero socket timeout would mean non-blocking, not "time is up"
+        raise error("the request's total deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every socket wait ends by the current request's deadline.
+
+    Covers what a per-read timeout cannot: headers or a body dripped a byte at a time, and
+    a request body the server reads a byte at a time.
+    """
+
+    _WRITE_PIECE = 64 * 1024  # deadline checked between pieces of a large request body
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        view = memoryview(buffer)
+        for start in range(0, len(view), self._WRITE_PIECE):
+            piece = bytes(view[start : start + self._WRITE_PIECE])
+            self._stream.write(piece, _clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        if "timeout" in kwargs:  # the TLS handshake counts too
+            kwargs["timeout"] = _clamp(kwargs["timeout"], httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(*args, **kwargs))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with connections wrapped in `_DeadlineStream`."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        if "timeout" in kwargs:
+            kwargs["timeout"] = _clamp(kwargs["timeout"], httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(*args, **kwargs))
+
+    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._backend.connect_unix_socket(*args, **kwargs))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _install_deadline_backend(client: httpx.Client) -> None:
+    """Route the client's connections (direct and through proxies) through `_DeadlineBackend`.
+
+    httpx has no public hook for this; every httpcore from 0.16 (httpx 0.24) to 1.x keeps its
+    pool's backend in `_network_backend`. Should that change, the body's deadline still holds
+    (checked per chunk in `_read_capped`) and only dripped headers are left to per-read timeouts.
+    """
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if pool is not None and isinstance(backend, httpcore.NetworkBackend):  # a fresh client's own pools
+            pool._network_backend = _DeadlineBackend(backend)
+        elif transport is not None:
+            log.debug("no total request deadline on dripped headers: unknown httpx transport %r", transport)
 
 
 def _body_sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], None]:
@@ -198,11 +328,13 @@ def _transport_reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-def _read_capped(response: httpx.Response, cap: int, method: str, path: str) -> bytes:
+def _read_capped(response: httpx.Response, cap: int, method: str, path: str, deadline: _Deadline) -> bytes:
     """The answer's (decoded) bytes; BAD_RESPONSE as soon as it declares or sends more than `cap`.
 
-    Each chunk is checked as it arrives, so at most `cap` plus one decoded chunk is held.
+    Each chunk is checked as it arrives, so at most `cap` plus one decoded chunk is held;
+    and against the request's deadline, so a body dripped out slowly is dropped when time is up.
     """
+    deadline.start()
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(method, path, cap, response.status_code)
@@ -212,6 +344,8 @@ def _read_capped(response: httpx.Response, cap: int, method: str, path: str) -> 
         total += len(chunk)
         if total > cap:
             raise _too_large(method, path, cap, response.status_code)
+        if deadline.expired():  # the response is closed as the error leaves `client.stream`
+            raise deadline.error(method, path)
         chunks.append(chunk)
     return b"".join(chunks)
 
