@@ -402,12 +402,7 @@ def test_nan_loss_stops_the_run_early(
     inputs: dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = make_run(inputs, tmp_path / "nan", epochs=4)
-    monkeypatch.setenv("SD_DOUBLE_NAN_AT_STEP", "5")
-    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.05")
-    # The double waits after the step the guard acts on, so the stop is seen however slowly this
-    # process reads the trainer's output (CI once read it only after the double had finished).
-    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
-    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "6:60")  # the 6th step is the first with nan
+    th.bad_loss(monkeypatch, "nan", step_seconds=0.05)
     with pytest.raises(TrainingError, match="the loss became nan") as err:
         train(run_dir, LaunchOptions(**QUIET))
     assert "learning rate" in str(err.value)
@@ -420,12 +415,7 @@ def test_exploding_loss_stops_the_run_early(
     inputs: dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = make_run(inputs, tmp_path / "boom", epochs=10)
-    monkeypatch.setenv("SD_DOUBLE_EXPLODE_AT_STEP", "24")  # after the guard's 20-step warm-up
-    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.03")
-    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
-    # The guard acts at step 28; the double waits there, so the stop is seen however slowly this
-    # process reads the trainer's output (CI once read it only after the double had finished).
-    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "28:60")
+    th.bad_loss(monkeypatch, "explode")
     with pytest.raises(TrainingError, match="exploded"):
         train(run_dir, LaunchOptions(**QUIET))
     progress = read_progress(run_dir)
@@ -452,10 +442,7 @@ def test_early_stop_reaches_the_trainer_when_sigint_is_ignored_here(
     # Seen in CI: the trainer inherited the ignored SIGINT, took no notice of the stop and trained
     # to the last step before the SIGTERM escalation was due.
     run_dir = make_run(inputs, tmp_path / "bg", epochs=10)
-    monkeypatch.setenv("SD_DOUBLE_EXPLODE_AT_STEP", "24")
-    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.03")
-    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
-    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "28:60")  # the guard acts at step 28
+    th.bad_loss(monkeypatch, "explode")
     with pytest.raises(TrainingError, match="exploded"):
         train(run_dir, LaunchOptions(show_bar=False, stop_grace=120.0))
     progress = read_progress(run_dir)

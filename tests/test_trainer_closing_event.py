@@ -66,11 +66,7 @@ def test_a_nan_loss_stop_closes_with_failed(
     inputs: dict[str, Path], tmp_path: Path, double_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = _run_dir(inputs, tmp_path / "nan", epochs=4)
-    monkeypatch.setenv("SD_DOUBLE_NAN_AT_STEP", "5")
-    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", "0.02")
-    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")
-    # the double waits after the step the guard acts on, so the stop is seen however slowly we read
-    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", "6:60")
+    th.bad_loss(monkeypatch, "nan", step_seconds=0.02)
     events, error = _train_failing(run_dir, TrainingError)
     assert "the loss became nan" in str(error)
     _assert_closed_by_failed(events, error)

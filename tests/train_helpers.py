@@ -102,6 +102,24 @@ def use_sd_scripts_double(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDSTYLE_TRAIN_LAUNCHER", "python")
 
 
+# Where the double's loss turns bad, and the global step the launcher's guard stops it at.
+BAD_LOSS = {
+    "nan": ("SD_DOUBLE_NAN_AT_STEP", "5", 6),  # nan from the 6th step on
+    "explode": ("SD_DOUBLE_EXPLODE_AT_STEP", "24", 28),  # after the guard's 20-step warm-up; 6.4x its best at 28
+}
+
+
+def bad_loss(monkeypatch: pytest.MonkeyPatch, kind: str, step_seconds: float = 0.03) -> None:
+    """The double's loss goes bad (`kind` "nan" or "explode") and the double then waits at the step
+    the guard acts on, so the stop is seen however slowly the test reads the trainer's output (CI
+    once read it only after the double had finished)."""
+    switch, at, stop_step = BAD_LOSS[kind]
+    monkeypatch.setenv(switch, at)
+    monkeypatch.setenv("SD_DOUBLE_STEP_SECONDS", str(step_seconds))
+    monkeypatch.setenv("SD_DOUBLE_TQDM_MININTERVAL", "0")  # every step printed, the guard's one too
+    monkeypatch.setenv("SD_DOUBLE_PAUSE_AFTER_STEP", f"{stop_step}:60")
+
+
 def config_argv(dataset: Path, model: Path, out: Path, *presets: str, extra: Sequence[str] = ()) -> list[str]:
     argv = ["config", "--dataset", str(dataset), "--model", str(model), "--out", str(out)]
     for preset in presets or ("sd15-character",):
