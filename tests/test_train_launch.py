@@ -5,6 +5,7 @@ an exploding loss, a crash, Ctrl-C and --resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import train_helpers as th  # tests/train_helpers.py
@@ -422,14 +424,20 @@ def test_exploding_loss_stops_the_run_early(
     assert progress is not None and progress.step < progress.total_steps
 
 
-@pytest.fixture
-def sigint_ignored() -> Iterator[None]:
-    """This process as a background job of a shell script, or under some CI runners: SIGINT ignored."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+@contextlib.contextmanager
+def sigint_as(disposition: Any) -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, disposition)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """This process as a background job of a shell script, or under some CI runners: SIGINT ignored."""
+    with sigint_as(signal.SIG_IGN):
+        yield
 
 
 def test_early_stop_reaches_the_trainer_when_sigint_is_ignored_here(
@@ -471,12 +479,9 @@ def test_missing_trainer_python_is_one_sentence(
     inputs: dict[str, Path], tmp_path: Path, double_env: None, ignored: bool
 ) -> None:
     run_dir = make_run(inputs, tmp_path / "nopython")
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
-    try:
+    with sigint_as(signal.SIG_IGN if ignored else signal.default_int_handler):
         with pytest.raises(PreflightError, match=r"^Cannot start /nowhere/python: .*environment is installed\.$"):
             train(run_dir, LaunchOptions(show_bar=False, python="/nowhere/python", launcher="python"))
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_crash_exits_with_last_lines_and_a_hint(
