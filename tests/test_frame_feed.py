@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,9 @@ def test_a_follower_takes_frames_in_order_whatever_order_they_finish() -> None:
 def test_a_follower_waits_for_a_missing_frame_and_drops_its_work_on_abort() -> None:
     feed, seen = FrameFeed(done=[0, 2], total=3), []
     thread = _follow(feed, seen)
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:  # however slowly the thread starts
+        time.sleep(0.005)
     thread.join(timeout=0.3)
     assert thread.is_alive() and seen == [0]  # frame 1 is not done: it must not skip ahead
     feed.abort()

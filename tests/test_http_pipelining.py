@@ -119,7 +119,8 @@ def holds_running_and_queued(server: DoubleServer) -> bool:
 
 
 def test_double_renders_one_request_at_a_time_and_a_queued_one_survives_an_interrupt(webui_servers):
-    server = webui_servers(delay=0.4)
+    # Long enough that the second request and the interrupt land while the first renders, on a busy machine.
+    server = webui_servers(delay=2.0)
     body = {
         "init_images": [encode_png(Image.new("RGB", (SIZE, SIZE), (90, 120, 150)))],
         "width": SIZE,
@@ -153,7 +154,7 @@ def test_double_renders_one_request_at_a_time_and_a_queued_one_survives_an_inter
 
 
 def test_by_default_the_next_frame_already_waits_at_the_server(demo_clip, webui_servers, http_backends):
-    server = webui_servers(delay=0.3)
+    server = webui_servers(delay=1.5)  # frame 1 must reach the server while frame 0 renders
     spec = job_spec(demo_clip, [server.url])
     backend = http_backends(spec)
     # One frame renders, one waits at the server behind it, one waits here with its body ready.
@@ -237,7 +238,8 @@ def test_a_server_dying_with_a_request_queued_hands_both_to_the_other(webui_serv
 
 
 def test_cancel_with_a_request_queued_leaves_nothing_rendering(demo_clip, webui_servers, http_backends):
-    server = webui_servers(delay=2.0)
+    # The interrupt comes within a quarter of the render (asserted below), even on a busy machine.
+    server = webui_servers(delay=8.0)
     spec = job_spec(demo_clip, [server.url], **{"backend.requests_per_server": 2, "sampling.steps": 20})
     backend = http_backends(spec)
     backend.preflight()

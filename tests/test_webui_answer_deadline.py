@@ -199,7 +199,7 @@ def assert_timed_out(outcome: Any, elapsed: float, method: str, path: str) -> No
     assert isinstance(outcome, WebUIHTTPError), outcome
     assert outcome.kind == TIMEOUT
     deadline = REQUEST_TIMEOUT + webui_http.deadline_grace(REQUEST_TIMEOUT)
-    assert REQUEST_TIMEOUT <= elapsed < deadline + 1.0  # at the deadline; 1 s slack for a busy machine
+    assert REQUEST_TIMEOUT <= elapsed < deadline + 4.0  # at the deadline (slack for a busy machine; GUARD is 8 s)
     assert outcome.message in (
         f"no complete answer to {method} {path} within {REQUEST_TIMEOUT:g} s",
         f"no answer to {method} {path} within {REQUEST_TIMEOUT:g} s",

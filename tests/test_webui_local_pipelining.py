@@ -30,10 +30,14 @@ def run_in_threads(backend: Any, spec: Any, frames: list[int], outcome: dict[int
             outcome[frame] = exc
 
     threads = []
-    for frame in frames:
+    tickets = backend._turns._next_ticket
+    for started, frame in enumerate(frames, start=tickets + 1):
         threads.append(threading.Thread(target=one, args=(frame,)))
         threads[-1].start()
-        time.sleep(0.02)  # the render loop starts frames in order
+        # The render loop starts frames in order: the next one only once this one has its place in line.
+        deadline = time.monotonic() + WAIT
+        while backend._turns._next_ticket < started and threads[-1].is_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
     return threads
 
 
