@@ -166,8 +166,14 @@ seen = {}
 def follow():
     seen["tid"] = threading.get_native_id()
     seen["follower"] = nice(seen["tid"])
-    # OpenCV's first parallel call in this process starts its worker pool.
+    # OpenCV's first parallel call in this process starts its worker pool; which call does that
+    # differs between versions, so the kinds the followers make.
     cv2.GaussianBlur(np.zeros((1024, 1024, 3), np.float32), (0, 0), 3.0)
+    grid = np.zeros((1024, 1024), np.float32)
+    cv2.remap(np.zeros((1024, 1024, 3), np.uint8), grid, grid, cv2.INTER_LINEAR)
+    cv2.resize(np.zeros((1024, 1024, 3), np.uint8), (300, 300), interpolation=cv2.INTER_AREA)
+    small = np.zeros((256, 256), np.uint8)
+    cv2.DISOpticalFlow_create(1).calc(small, small, None)
 
 thread = follower_thread(follow, name="vidstyle-test-follower")
 thread.start()

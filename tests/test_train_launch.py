@@ -459,17 +459,34 @@ def test_early_stop_reaches_the_trainer_when_sigint_is_ignored_here(
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # ours is left as it was
 
 
-def test_sigint_shim_only_when_sigint_is_ignored(sigint_ignored: None) -> None:
-    argv = ["/venv/bin/accelerate", "launch", "train_network.py"]
-    shimmed = with_default_sigint(argv)
+def test_sigint_shim_only_when_sigint_is_ignored(sigint_ignored: None, tmp_path: Path) -> None:
+    argv = [sys.executable, "launch", "train_network.py"]
+    shimmed = with_default_sigint(argv, tmp_path, dict(os.environ))
     assert shimmed[:3] == [sys.executable, "-I", "-c"] and shimmed[4:] == argv
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    assert with_default_sigint(argv) == argv
+    assert with_default_sigint(argv, tmp_path, dict(os.environ)) == argv
+
+
+def test_the_shim_finds_the_program_as_the_child_would(sigint_ignored: None, tmp_path: Path) -> None:
+    """Relative PATH entries and relative paths count from the trainer's folder, not ours."""
+    tools = tmp_path / "sd" / "venv" / "bin"
+    tools.mkdir(parents=True)
+    accelerate = tools / "accelerate"
+    accelerate.write_text("#!/bin/sh\n")
+    accelerate.chmod(0o755)
+    (tmp_path / "sd" / "notes").write_text("")  # a file, not executable
+    sd = tmp_path / "sd"
+    assert with_default_sigint(["accelerate", "launch"], sd, {"PATH": "venv/bin"})[4:] == [str(accelerate), "launch"]
+    assert with_default_sigint(["venv/bin/accelerate"], sd, {"PATH": ""})[4] == str(accelerate)
+    for argv, path in ((["accelerate"], "/nowhere"), (["notes"], "."), (["./venv/python"], "")):
+        with pytest.raises(PreflightError, match=rf"^Cannot start {argv[0]}: no such executable file; "):
+            with_default_sigint(argv, sd, {"PATH": path})
 
 
 def test_shim_restores_sigint_and_keeps_the_pid(sigint_ignored: None) -> None:
     probe = "import os, signal; print(os.getpid(), signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
-    proc = subprocess.Popen(with_default_sigint([sys.executable, "-c", probe]), stdout=subprocess.PIPE, text=True)
+    command = with_default_sigint([sys.executable, "-c", probe], Path.cwd(), dict(os.environ))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     output, _ = proc.communicate(timeout=60)
     assert output.split() == [str(proc.pid), "True"]
 

@@ -262,9 +262,8 @@ def _write_file(path: Path, text: str, durable: bool = True) -> None:
     try:
         write_bytes(path, text.encode("utf-8"), durable=durable)
     except OutputError as exc:
-        if isinstance(exc.__cause__, OSError):
-            raise exc.__cause__ from None
-        raise
+        assert isinstance(exc.__cause__, OSError)  # atomic always chains the OSError it words
+        raise exc.__cause__ from None
 
 
 def _work_settings(options: PrepOptions) -> WorkSettings:

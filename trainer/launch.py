@@ -21,13 +21,12 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -268,28 +267,47 @@ except OSError as exc:
 """
 
 
-def with_default_sigint(argv: Sequence[str]) -> list[str]:
-    """The command line to start so that the trainer will take our SIGINT.
+def with_default_sigint(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> list[str]:
+    """The command line to start (in `cwd`, with `env`) so that the trainer will take our SIGINT.
 
     A program started with SIGINT ignored (a background job of a shell script, some CI runners and
     service managers) passes that on to its children, and Python then never raises
     KeyboardInterrupt: sd-scripts would train on past an early stop or Ctrl-C until the SIGTERM
     escalation. A handled signal is reset to the default at exec but an ignored one is not, so only
-    then is the trainer started through a tiny exec shim that restores the default first.
+    then is the trainer started through a tiny exec shim that restores the default first; the shim
+    execs the program found here, so a missing one is one sentence rather than an exit code.
     """
     if os.name == "nt" or signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         return list(argv)
+    if not sys.executable or getattr(sys, "frozen", False):
+        return list(argv)  # no Python to run the shim with: a stop then comes as SIGTERM
+    program = _find_program(argv[0], cwd, env.get("PATH", os.defpath))
     # -I: the trainer's environment (PYTHONPATH, PYTHONHOME...) is for the trainer, not the shim.
-    return [sys.executable, "-I", "-c", _DEFAULT_SIGINT_THEN_EXEC, *argv]
+    return [sys.executable, "-I", "-c", _DEFAULT_SIGINT_THEN_EXEC, program, *argv[1:]]
+
+
+def _find_program(program: str, cwd: Path, search_path: str) -> str:
+    """The file exec in a child started in `cwd` would run for `program` (relative PATH entries
+    and relative paths count from `cwd`, as they do there)."""
+    if os.sep in program:
+        candidates = [os.path.join(cwd, program)]  # an absolute `program` stays as it is
+    else:
+        candidates = [os.path.join(cwd, folder or ".", program) for folder in search_path.split(os.pathsep)]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise PreflightError(_cannot_start(program, "no such executable file"))
+
+
+def _cannot_start(program: str, reason: str) -> str:
+    return f"Cannot start {program}: {reason}; check that sd-scripts' Python environment is installed."
 
 
 class Trainer:
     """One sd-scripts process in its own process group, so a stop reaches all of its workers."""
 
     def __init__(self, argv: Sequence[str], cwd: Path, env: dict) -> None:
-        command = with_default_sigint(argv)
-        if len(command) != len(argv):
-            self._check_program(argv[0], cwd, env)
+        command = with_default_sigint(argv, cwd, env)
         kwargs: dict = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -306,21 +324,8 @@ class Trainer:
                 **kwargs,
             )
         except OSError as exc:
-            raise PreflightError(
-                f"Cannot start {argv[0]}: {exc.strerror}; check that sd-scripts' Python environment is installed."
-            ) from None
+            raise PreflightError(_cannot_start(command[0], exc.strerror or str(exc))) from None
         self._stopping = threading.Event()
-
-    @staticmethod
-    def _check_program(program: str, cwd: Path, env: dict) -> None:
-        # Through the exec shim a missing program would only show as exit code 127; say it here.
-        if os.sep in program and not os.path.isabs(program):
-            program = str(cwd / program)  # as exec in the child resolves it
-        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-            raise PreflightError(
-                f"Cannot start {program}: no such executable file; check that sd-scripts' Python environment is "
-                "installed."
-            )
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is not None:

@@ -41,7 +41,12 @@ def _start_shared_pools() -> None:
     global _pools_ready
     with _pools_started:
         if not _pools_ready:
+            # Which call starts the pool differs between OpenCV versions (4.11: remap, not a blur),
+            # so the kinds of call the followers make.
             cv2.GaussianBlur(np.zeros((1024, 1024), np.float32), (0, 0), 3.0)
+            grid = np.zeros((1024, 1024), np.float32)
+            cv2.remap(np.zeros((1024, 1024, 3), np.uint8), grid, grid, cv2.INTER_LINEAR)
+            cv2.resize(np.zeros((1024, 1024, 3), np.uint8), (512, 512), interpolation=cv2.INTER_AREA)
             _pools_ready = True
 
 
@@ -208,4 +213,6 @@ class RecentOutputs:
             kept = self._frames.get(path)
         if kept is not None and file_signature(path) == kept[0]:
             return kept[1]
-        return read_png(path)
+        pixels = read_png(path)
+        pixels.flags.writeable = False  # as a kept frame is: no reader may change what others share
+        return pixels

@@ -273,10 +273,10 @@ def _render_one(
     slots: OrderedTurns,
     ticket: int,
     rate: _Rate,
-    step: coherence.FrameStep | None = None,
-    force_render: bool = False,
-    flows: SourceFlows | None = None,
-    outputs: RecentOutputs | None = None,
+    step: coherence.FrameStep | None,
+    force_render: bool,
+    flows: SourceFlows | None,
+    outputs: RecentOutputs,
 ) -> _Rendered:
     """Worker thread: read inputs, call the backend, write the output PNG.
 
@@ -287,7 +287,6 @@ def _render_one(
     unbroken run had.
     """
     step = step or coherence.FrameStep(row.idx, "alone")
-    outputs = outputs or RecentOutputs(keep=0)
     read_src = lambda idx: read_png(job.src_path(idx))  # noqa: E731
     read_out = lambda idx: outputs.read(job.out_path(idx))  # noqa: E731
     guided = None

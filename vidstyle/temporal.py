@@ -299,7 +299,9 @@ def _mix_table(weight_b: float) -> np.ndarray:
     values = np.arange(256, dtype=np.float32)
     weight = np.float32(weight_b)
     mixed = values[:, None] * (np.float32(1.0) - weight) + values[None, :] * weight
-    return np.clip(mixed + np.float32(0.5), 0, 255).astype(np.uint8).ravel()
+    table = np.clip(mixed + np.float32(0.5), 0, 255).astype(np.uint8).ravel()
+    table.flags.writeable = False  # shared by every thread through the cache
+    return table
 
 
 def _mix_constant(a: np.ndarray, b: np.ndarray, weight_b: float) -> np.ndarray:

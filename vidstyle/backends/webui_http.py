@@ -267,6 +267,8 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         return _DeadlineStream(self._backend.connect_tcp(*args, **kwargs))
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        if "timeout" in kwargs:
+            kwargs["timeout"] = _clamp(kwargs["timeout"], httpcore.ConnectTimeout)
         return _DeadlineStream(self._backend.connect_unix_socket(*args, **kwargs))
 
     def sleep(self, seconds: float) -> None:
